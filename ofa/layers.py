@@ -1,0 +1,82 @@
+"""Dynamic layers: plain PyTorch layers that run on the first ``k`` channels of their weights.
+
+Input channels are taken from the input tensor; output channels from ``active_out``, which the supernet sets
+when an architecture is made active. Slicing always keeps the *first* channels, which is why channels are
+sorted by importance before the width phase. There are no masks: a sliced layer does less work.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of ``divisor``, never going more than 10% below ``value``."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class DynamicConv2d(nn.Conv2d):
+    """A convolution over the first ``x.shape[1]`` input and first ``active_out`` output channels.
+
+    With ``depthwise=True`` it is a depthwise convolution whose channel count follows the input.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int | None = None, depthwise: bool = False, bias: bool = False) -> None:
+        padding = kernel_size // 2 if padding is None else padding
+        groups = in_channels if depthwise else 1
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
+        self.depthwise = depthwise
+        self.active_out = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cin = x.shape[1]
+        if self.depthwise:
+            weight, groups, cout = self.weight[:cin], cin, cin
+        else:
+            cout, groups = self.active_out, 1
+            weight = self.weight
+            if cout != weight.shape[0] or cin != weight.shape[1]:
+                weight = weight[:cout, :cin]
+        bias = self.bias[:cout] if self.bias is not None else None
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+
+
+class DynamicBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over the first ``x.shape[1]`` channels, with sliced statistics.
+
+    ``update_running_stats`` decides whether a training-mode forward updates the stored statistics. The
+    supernet turns it off for every arch but the largest, so the stored statistics stay the largest arch's;
+    :func:`ofa.calibrate_bn` turns it on while it re-estimates statistics for another arch.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.update_running_stats = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        weight, bias = self.weight[:c], self.bias[:c]
+        if not self.training:
+            return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias, False, 0.0, self.eps)
+        if not self.update_running_stats:
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        # The slices are views: batch_norm updates the first c entries of the stored statistics in place.
+        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias, True, factor, self.eps)
+
+
+class DynamicLinear(nn.Linear):
+    """A linear layer over the first ``x.shape[-1]`` input features; its outputs are never pruned."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cin = x.shape[-1]
+        weight = self.weight if cin == self.in_features else self.weight[:, :cin]
+        return F.linear(x, weight, self.bias)

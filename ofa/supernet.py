@@ -1,0 +1,141 @@
+"""The base of every supernet: the active architecture, input checks, extraction, costs and description.
+
+A family subclass builds its dynamic layers and implements ``_apply_arch`` (set every layer's active channels),
+``_forward`` and ``channel_groups``; its ``plan`` (no tensors) knows the space, static specs and costs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import OFAError
+from .layers import DynamicBatchNorm2d
+from .registry import static_class
+from .space import Arch, SearchSpace
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def default_data_config(in_chans: int, resolution: int) -> dict[str, Any]:
+    """Preprocessing recorded with a network until training replaces it with the dataset's own."""
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else ((0.5,) * in_chans, (0.5,) * in_chans)
+    return {"input_size": [in_chans, resolution, resolution], "mean": list(mean), "std": list(std),
+            "interpolation": "bilinear", "crop_pct": 1.0}
+
+
+class Supernet(nn.Module):
+    family: str = ""
+    config_keys: tuple[str, ...] = ()
+
+    def __init__(self, plan, config: dict[str, Any], name: str | None, data_config: dict | None,
+                 origin: dict | None) -> None:
+        super().__init__()
+        self.plan = plan
+        self.name = name or self.family
+        self.config = copy.deepcopy(config)
+        self.origin = copy.deepcopy(origin) or {}
+        self.data_config = copy.deepcopy(data_config) or default_data_config(
+            plan.in_chans, max(plan.space.resolutions))
+        self._cost_cache: dict[Arch, tuple[int, int]] = {}
+        self.active_arch: Arch = plan.space.largest()
+
+    # -- the active architecture -----------------------------------------------------------------------------
+    @property
+    def space(self) -> SearchSpace:
+        return self.plan.space
+
+    @property
+    def in_chans(self) -> int:
+        return self.plan.in_chans
+
+    @property
+    def num_classes(self) -> int:
+        return self.plan.num_classes
+
+    def set_active(self, arch: Arch | Mapping) -> Arch:
+        """Run as ``arch`` from now on (validated against the space; a dict is accepted)."""
+        arch = self.space.validate(arch)
+        self._apply_arch(arch)
+        # Stored BN statistics belong to the largest arch: other archs train on batch statistics only.
+        is_largest = arch == self.space.largest()
+        for m in self.modules():
+            if isinstance(m, DynamicBatchNorm2d):
+                m.update_running_stats = is_largest
+        self.active_arch = arch
+        return arch
+
+    @contextlib.contextmanager
+    def active(self, arch: Arch | Mapping) -> Iterator[Arch]:
+        """``with net.active(arch):`` runs as ``arch`` and restores the previous arch afterwards."""
+        previous = self.active_arch
+        try:
+            yield self.set_active(arch)
+        finally:
+            self.set_active(previous)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.active_arch.resolution
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise OFAError(f"expected an input of shape (N, {self.in_chans}, {r}, {r}), got {tuple(x.shape)}")
+        if x.shape[2] != r or x.shape[3] != r:
+            raise OFAError(f"input is {x.shape[2]}x{x.shape[3]} but the active arch runs at resolution {r}; "
+                           f"resize the input to {r}x{r} or activate an arch with that resolution")
+        return self._forward(x)
+
+    # -- extraction ------------------------------------------------------------------------------------------
+    def static_description(self, arch: Arch) -> dict[str, Any]:
+        spec = self.plan.static_spec(arch)
+        macs, params = self.costs(arch)
+        data = copy.deepcopy(self.data_config)
+        data["input_size"] = [self.in_chans, arch.resolution, arch.resolution]
+        return {"kind": "static", "family": self.family, "spec": spec, "arch": arch.to_dict(),
+                "supernet": self.name, "data_config": data, "macs": macs, "params": params,
+                "origin": self.origin}
+
+    def extract(self, arch: Arch | Mapping | None = None, calib_batches: Iterable | None = None,
+                num_batches: int | None = None) -> nn.Module:
+        """A dense network of plain layers computing what this supernet computes as ``arch``.
+
+        Its BN statistics are sliced from the supernet's (the largest arch's) unless ``calib_batches`` is given,
+        in which case they are re-estimated for this arch.
+        """
+        arch = self.active_arch if arch is None else self.space.validate(arch)
+        static = static_class(self.family)(self.static_description(arch))
+        source = self.state_dict()
+        with torch.no_grad():
+            for key, target in static.state_dict().items():
+                target.copy_(source[key][tuple(slice(0, n) for n in target.shape)])
+        static.to(next(self.parameters()).device)
+        static.train(self.training)
+        if calib_batches is not None:
+            from .bn import calibrate_bn
+
+            calibrate_bn(static, calib_batches, num_batches=num_batches)
+        return static
+
+    # -- costs and description -------------------------------------------------------------------------------
+    def costs(self, arch: Arch | Mapping | None = None) -> tuple[int, int]:
+        """(MACs, parameters) of ``arch`` (default: the active arch), analytic and cached."""
+        arch = self.active_arch if arch is None else arch
+        if not isinstance(arch, Arch):
+            arch = self.space.validate(arch)
+        cached = self._cost_cache.get(arch)
+        if cached is None:
+            cached = self.plan.costs(self.space.validate(arch))
+            if len(self._cost_cache) > 100_000:
+                self._cost_cache.clear()
+            self._cost_cache[arch] = cached
+        return cached
+
+    def description(self) -> dict[str, Any]:
+        return {"kind": "supernet", "family": self.family, "name": self.name, "config": self.config,
+                "space": self.space.to_dict(), "data_config": self.data_config, "origin": self.origin}
+
+    def channel_groups(self) -> list:
+        raise NotImplementedError
