@@ -2,26 +2,54 @@
 
 The core (this package) needs only torch, timm and numpy: search spaces, dynamic layers, supernet families,
 exact dense extraction, the analytic cost model, channel sorting, BN recalibration and weight files.
+Attributes are imported on first use, so ``import ofa`` and ``ofa --help`` are fast.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from . import resnet  # noqa: F401  (registers the ResNet family and its supernets)
-from .bn import BNState, calibrate_bn
-from .costs import count_macs, count_params
-from .errors import ArchError, OFAError, WeightsError
-from .io import load, save
-from .layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, make_divisible
-from .registry import create_supernet, list_supernets
-from .sorting import CRITERIA, channel_importance, sort_channels
-from .space import Arch, SearchSpace
-from .static import StaticNet
-from .supernet import Supernet
-from .timm_import import from_timm
+_EXPORTS = {
+    "Arch": "space", "SearchSpace": "space",
+    "ArchError": "errors", "OFAError": "errors", "WeightsError": "errors",
+    "BNState": "bn", "calibrate_bn": "bn",
+    "count_macs": "costs", "count_params": "costs",
+    "DynamicBatchNorm2d": "layers", "DynamicConv2d": "layers", "DynamicLinear": "layers",
+    "make_divisible": "layers",
+    "create_supernet": "registry", "list_supernets": "registry",
+    "CRITERIA": "sorting", "channel_importance": "sorting", "sort_channels": "sorting",
+    "Metrics": "evaluate", "evaluate": "evaluate", "wilson_interval": "evaluate",
+    "StaticNet": "static", "Supernet": "supernet", "from_timm": "timm_import",
+    "load": "io", "save": "io",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "Arch", "ArchError", "BNState", "CRITERIA", "DynamicBatchNorm2d", "DynamicConv2d", "DynamicLinear",
-    "OFAError", "SearchSpace", "StaticNet", "Supernet", "WeightsError", "calibrate_bn", "channel_importance",
-    "count_macs", "count_params", "create_supernet", "from_timm", "list_supernets", "load", "make_divisible",
-    "save", "sort_channels",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ofa' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if TYPE_CHECKING:
+    from .bn import BNState, calibrate_bn
+    from .costs import count_macs, count_params
+    from .errors import ArchError, OFAError, WeightsError
+    from .evaluate import Metrics, evaluate, wilson_interval
+    from .io import load, save
+    from .layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, make_divisible
+    from .registry import create_supernet, list_supernets
+    from .sorting import CRITERIA, channel_importance, sort_channels
+    from .space import Arch, SearchSpace
+    from .static import StaticNet
+    from .supernet import Supernet
+    from .timm_import import from_timm

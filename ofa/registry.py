@@ -12,6 +12,15 @@ from .errors import OFAError
 _SUPERNETS: dict[str, tuple[type, dict[str, Any]]] = {}
 _FAMILIES: dict[str, type] = {}
 _STATIC: dict[str, type] = {}
+BUILTIN_FAMILIES = ("ofa.resnet",)
+
+
+def _ensure_builtin() -> None:
+    """Import the built-in families (they register themselves); ``import ofa`` itself stays lazy."""
+    import importlib
+
+    for module in BUILTIN_FAMILIES:
+        importlib.import_module(module)
 
 
 def register_family(cls: type) -> type:
@@ -31,10 +40,12 @@ def register_supernet(name: str, family_cls: type, **defaults: Any) -> None:
 
 
 def list_supernets() -> list[str]:
+    _ensure_builtin()
     return sorted(_SUPERNETS)
 
 
 def supernet_entry(name: str) -> tuple[type, dict[str, Any]]:
+    _ensure_builtin()
     if name not in _SUPERNETS:
         raise OFAError(f"unknown supernet {name!r}; available: {', '.join(list_supernets())}")
     cls, defaults = _SUPERNETS[name]
@@ -52,12 +63,14 @@ def create_supernet(name: str, **kwargs: Any):
 
 
 def family_class(family: str) -> type:
+    _ensure_builtin()
     if family not in _FAMILIES:
         raise OFAError(f"unknown supernet family {family!r}; known: {sorted(_FAMILIES)}")
     return _FAMILIES[family]
 
 
 def static_class(family: str) -> type:
+    _ensure_builtin()
     if family not in _STATIC:
         raise OFAError(f"unknown network family {family!r}; known: {sorted(_STATIC)}")
     return _STATIC[family]

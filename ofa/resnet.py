@@ -92,6 +92,7 @@ class OFAResNet(Supernet):
     """An elastic ResNet: depth per stage, width per stage (residual stream), expand per block, resolution."""
 
     family = "resnet"
+    plan_class = ResNetPlan
     config_keys = ("block", "stage_channels", "depths", "strides", "stem_channels", "stem_type", "expand_ratios",
                    "width_mults", "stem_mults", "resolutions", "in_chans", "num_classes", "divisor",
                    "data_config", "origin")

@@ -50,7 +50,7 @@ class ResNetPlan:
     def __init__(self, block: str, stage_channels: Sequence[int], depths: Sequence[Sequence[int]],
                  strides: Sequence[int], stem_channels: int, stem_type: str, expand_ratios: Sequence[float],
                  width_mults: Sequence[float], stem_mults: Sequence[float], resolutions: Sequence[int],
-                 in_chans: int, num_classes: int, divisor: int = 8) -> None:
+                 in_chans: int = 3, num_classes: int = 1000, divisor: int = 8) -> None:
         if block not in BLOCKS:
             raise OFAError(f"unknown ResNet block {block!r}; allowed: {list(BLOCKS)}")
         if stem_type not in STEM_TYPES:

@@ -32,6 +32,13 @@ def default_data_config(in_chans: int, resolution: int) -> dict[str, Any]:
 class Supernet(nn.Module):
     family: str = ""
     config_keys: tuple[str, ...] = ()
+    plan_class: type | None = None  # the family's tensor-free architecture definition
+
+    @classmethod
+    def make_plan(cls, **config: Any):
+        """The plan (space, static specs, costs) of constructor arguments, without building any weights."""
+        keys = set(cls.config_keys) - {"data_config", "origin"}
+        return cls.plan_class(**{k: v for k, v in config.items() if k in keys})
 
     def __init__(self, plan, config: dict[str, Any], name: str | None, data_config: dict | None,
                  origin: dict | None) -> None:
