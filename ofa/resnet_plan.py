@@ -97,8 +97,12 @@ class ResNetPlan:
         return min(maximum, make_divisible(mult * maximum, self.divisor))
 
     def max_mid(self, s: int) -> int:
-        # Not rounded to the divisor: the largest arch is exactly the network it was defined as (e.g. a timm model).
-        return round(self.max_expand * self.stage_channels[s])
+        exact = self.max_expand * self.stage_channels[s]
+        # A whole number is kept as is, so the largest arch is exactly the network it was derived from (a timm
+        # model's own middle width); otherwise it is rounded to the divisor like every other choice.
+        if abs(exact - round(exact)) < 1e-6:
+            return round(exact)
+        return make_divisible(exact, self.divisor)
 
     def mid(self, s: int, expand: float) -> int:
         return min(self.max_mid(s), make_divisible(expand * self.stage_channels[s], self.divisor))

@@ -35,3 +35,27 @@ def _deterministic():
 def tiny():
     """A randomised ofa_resnet_tiny supernet (1 input channel, 10 classes) in eval mode."""
     return randomize_bn(ofa.create_supernet("ofa_resnet_tiny")).eval()
+
+
+def mini_bottleneck(**overrides):
+    """A small bottleneck ResNet supernet (the ofa_resnet50 structure at a CPU-test size)."""
+    from ofa.resnet import OFAResNet
+
+    config = dict(block="bottleneck", stage_channels=[64, 96, 128], depths=[[1, 2], [1, 2, 3], [1, 2]],
+                  strides=[1, 2, 2], stem_channels=16, stem_type="conv7_pool", expand_ratios=[0.2, 0.25, 0.35],
+                  width_mults=[0.65, 0.8, 1.0], stem_mults=[0.8, 0.9, 1.0], resolutions=[32, 40, 48],
+                  in_chans=3, num_classes=7)
+    config.update(overrides)
+    return OFAResNet(**config)
+
+
+FAMILY_BUILDERS = {
+    "ofa_resnet_tiny": lambda: ofa.create_supernet("ofa_resnet_tiny"),
+    "mini_bottleneck": mini_bottleneck,
+}
+
+
+@pytest.fixture(params=sorted(FAMILY_BUILDERS))
+def supernet(request):
+    """Each small test supernet, randomised, in eval mode."""
+    return randomize_bn(FAMILY_BUILDERS[request.param](), seed=1).eval()
