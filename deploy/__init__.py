@@ -1,0 +1,27 @@
+"""deploy: dense subnet artifacts, verified export, latency tables and runtime-slimmable networks.
+
+``deploy.load(path)`` needs only ``ofa`` and torch. Nothing here imports ``train`` until a deploy run needs its
+dataset (``train.data``), so loading an artifact never pulls in training or search code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load": "artifact", "fold_bn": "fold", "measure_latency": "measure",
+    "export_onnx": "export", "verify_onnx": "export", "export_program": "export",
+    "SlimmableNet": "slimmable", "LatencyController": "slimmable",
+    "profile": "profile", "ProfileSettings": "profile",
+    "deploy_run": "run", "DeployResult": "run", "write_report": "report",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'deploy' has no attribute {name!r}")

@@ -89,6 +89,38 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("name", nargs="?", help="show only this supernet")
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(func=cmd_info)
+
+    search = sub.add_parser("search", help="the best subnet per device budget (accuracy table, predictor, NSGA-II)")
+    try:  # search/cli.py imports only argparse at module level, so `ofa --help` stays instant
+        _own_module("search.cli").add_arguments(search)
+    except (ImportError, OFAError):  # shadowed by a user's search.py: report it when the subcommand runs
+        search.add_argument("rest", nargs=argparse.REMAINDER)
+        search.set_defaults(func=lambda a: (_own_module("search"), _own_module("search.cli")) and 2)
+
+    deploy = sub.add_parser("deploy", help="dense, exported, measured subnets for the devices the search chose",
+                            description="Extract each selected subnet with calibrated BN, write RUN/deploy/DEVICE/ "
+                                        "(safetensors + JSON, ONNX checked with onnxruntime, torch.export, "
+                                        "report.json) and RUN/report.md.")
+    deploy.add_argument("run", help="run directory (with search/selected.json)")
+    deploy.add_argument("--device", action="append", help="deploy only this device (repeatable)")
+    deploy.add_argument("--slimmable", action="store_true", help="also write one runtime-slimmable network")
+    deploy.add_argument("--latency-table", help="latency table to predict with (default: RUN/latency/DEVICE.json)")
+    deploy.add_argument("--calib-batches", type=int, default=32, help="BN calibration batches of 64 images")
+    deploy.add_argument("--repeats", type=int, default=30, help="timed forward passes per latency")
+    deploy.add_argument("--threads", type=int, help="torch threads while timing (default: torch's)")
+    deploy.add_argument("--quiet", action="store_true", help="no progress bar")
+    deploy.set_defaults(func=lambda a: _own_module("deploy.cli").cmd_deploy(a))
+
+    profile = sub.add_parser("profile", help="measure a latency table on this device",
+                             description="Time every distinct layer unit of a supernet's space on this device and "
+                                         "write a latency table (report its accuracy on random subnets).")
+    profile.add_argument("--supernet", required=True, help="registered name, or a saved supernet / run directory")
+    profile.add_argument("--out", required=True, help="where to write the table (JSON)")
+    profile.add_argument("--device", help="device name recorded in the table (default: host name)")
+    profile.add_argument("--coarse", action="store_true", help="quick, noisier table (tests, CI)")
+    profile.add_argument("--threads", type=int, help="torch threads while timing (default: torch's)")
+    profile.add_argument("--quiet", action="store_true", help="no progress bar")
+    profile.set_defaults(func=lambda a: _own_module("deploy.cli").cmd_profile(a))
     return parser
 
 

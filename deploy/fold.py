@@ -1,0 +1,54 @@
+"""Folding BatchNorm into the preceding convolutions, for inference and export.
+
+Weights are stored unfolded (a user can re-calibrate BN on their own data); folding happens when a network is
+loaded for inference or exported. ``torch.nn.utils.fusion.fuse_conv_bn_eval`` does the arithmetic: the folded
+convolution computes ``bn(conv(x))`` in one layer, and the BatchNorm becomes an identity.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+
+def _fold_children(module: nn.Module) -> int:
+    """Fold the (conv, bn) pairs among ``module``'s direct children: ``convX``/``bnX`` siblings (the timm naming
+    the dense networks use) and a Conv2d directly followed by a BatchNorm2d in a Sequential."""
+    folded = 0
+    children = dict(module.named_children())
+    pairs = []
+    if isinstance(module, nn.Sequential):
+        names = list(children)
+        pairs += [(a, b) for a, b in zip(names, names[1:])
+                  if isinstance(children[a], nn.Conv2d) and isinstance(children[b], nn.BatchNorm2d)]
+    for name, child in children.items():
+        if name.startswith("conv") and isinstance(child, nn.Conv2d):
+            bn_name = "bn" + name[len("conv"):]
+            if isinstance(children.get(bn_name), nn.BatchNorm2d):
+                pairs.append((name, bn_name))
+    for conv_name, bn_name in pairs:
+        conv, bn = children[conv_name], children[bn_name]
+        setattr(module, conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval()))
+        setattr(module, bn_name, nn.Identity())
+        folded += 1
+    for child in module.children():
+        folded += _fold_children(child)
+    return folded
+
+
+def fold_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """A copy of ``model`` (in eval mode) with every BatchNorm folded into the convolution before it.
+
+    The copy keeps the model's attributes (e.g. ``description``) and computes the same function in eval mode.
+    """
+    model = model if inplace else copy.deepcopy(model)
+    model.eval()
+    _fold_children(model)
+    model.folded_bn = True
+    return model
+
+
+def count_batchnorms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

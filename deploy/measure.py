@@ -1,0 +1,59 @@
+"""Timing a network on this machine: warm-up, then the median (and spread) of repeated forward passes.
+
+This is the one timing routine behind latency tables, deploy reports and the benchmark, so all of them
+state the same settings (batch, warm-up, repeats, threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None) -> Iterator[int]:
+    """Run with ``threads`` intra-op threads (None: leave as is); restores the previous setting."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+@torch.inference_mode()
+def time_forward(model: nn.Module, x: torch.Tensor, repeats: int = 30, warmup: int = 5) -> list[float]:
+    """Wall times (ms) of ``repeats`` forward passes of ``model`` on ``x``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def summarize(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+
+    def q(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+    return {"median_ms": statistics.median(ordered), "p10_ms": q(0.1), "p90_ms": q(0.9), "min_ms": ordered[0]}
+
+
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1, repeats: int = 30,
+                    warmup: int = 5, threads: int | None = None) -> dict[str, float | int]:
+    """Median latency (ms) of ``model`` on a random batch of ``input_shape`` (C, H, W), with the settings used."""
+    model.eval()
+    x = torch.randn(batch, *input_shape)
+    with num_threads(threads) as used:
+        times = time_forward(model, x, repeats=repeats, warmup=warmup)
+    return {**summarize(times), "batch": batch, "warmup": warmup, "repeats": repeats, "threads": used}

@@ -1,0 +1,76 @@
+"""``RUN/report.md``: one table over every deployed device, from the devices' ``report.json`` files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ofa.io import atomic_write
+
+
+def _budget(budget: dict[str, Any] | None) -> str:
+    if not budget:
+        return "-"
+    parts = []
+    if budget.get("macs"):
+        parts.append(f"macs={budget['macs'] / 1e6:.3g}M")
+    if budget.get("params"):
+        parts.append(f"params={budget['params'] / 1e6:.3g}M")
+    if budget.get("latency_ms"):
+        parts.append(f"latency={budget['latency_ms']:.3g}ms@{budget.get('latency_device') or '?'}")
+    return ", ".join(parts) or "-"
+
+
+def _arch(arch: dict[str, Any]) -> str:
+    widths = ",".join(f"{w:g}" for w in arch["widths"])
+    expands = "|".join(",".join(f"{e:g}" for e in row) for row in arch["expands"])
+    stem = f" stem {arch['stem']:g}" if arch.get("stem") is not None else ""
+    return f"r{arch['resolution']} d{''.join(str(d) for d in arch['depths'])} w{widths} e{expands}{stem}"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def write_report(run: str | Path, order: list[str] | None = None) -> Path:
+    """Write ``RUN/report.md`` from ``RUN/deploy/*/report.json`` (devices in ``order`` first)."""
+    run = Path(run)
+    reports = {}
+    for path in sorted((run / "deploy").glob("*/report.json")):
+        if path.parent.name != "slimmable" and not path.parent.name.startswith("."):
+            reports[path.parent.name] = json.loads(path.read_text())
+    names = [d for d in (order or []) if d in reports] + sorted(d for d in reports if d not in (order or []))
+    lines = [f"# Deployment report: {run.name}", "",
+             "| device | budget | arch | MACs | params | latency b1 (ms) | latency b32 (ms) | LUT predicted (ms) "
+             "| predicted top-1 | measured top-1 [95% CI] | ONNX max diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    host = threads = None
+    for name in names:
+        r = reports[name]
+        lat = r["latency"]
+        host, threads = lat.get("host"), lat["batch1"]["threads"]
+        predicted = (r["top1"].get("predicted") or {})
+        pred = f"{predicted['value']:.2f} ({predicted['metric']})" if predicted.get("value") is not None else "-"
+        m = r["top1"]["measured"]
+        lines.append(
+            f"| {name} | {_budget(r.get('budget'))} | `{_arch(r['arch'])}` | {r['macs'] / 1e6:.2f}M "
+            f"| {r['params'] / 1e6:.3f}M | {lat['batch1']['median_ms']:.3f} | {lat['batch32']['median_ms']:.2f} "
+            f"| {_num(r.get('latency_predicted_ms'), '.3f')} | {pred} "
+            f"| {m['top1']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] (n={m['n']}) "
+            f"| {r['onnx_check']['max_abs_diff']:.1e} |")
+    lines += ["", f"Latency: median over repeated BN-folded PyTorch forward passes on `{host}` with {threads} "
+              "thread(s), after warm-up (settings in each `deploy/DEVICE/report.json`). Measured top-1 is on the "
+              "test split; predicted top-1 is the search's estimate.", ""]
+    slim = run / "deploy" / "slimmable" / "report.json"
+    if slim.is_file():
+        s = json.loads(slim.read_text())
+        widths = ", ".join(f"{n} {ms:.3f} ms" for n, ms in zip(s["widths"], s["latency_ms_batch1"]))
+        lines += [f"Runtime-slimmable network: `deploy/slimmable/` (widths: {widths}; max difference from the "
+                  f"dense networks {max(s['max_abs_diff_vs_dense']):.1e}).", ""]
+    if (run / "search" / "pareto.png").is_file():
+        lines += ["![Pareto front of the search](search/pareto.png)", ""]
+    path = run / "report.md"
+    text = "\n".join(lines)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path

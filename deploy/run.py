@@ -1,0 +1,201 @@
+"""``ofa deploy RUN``: one dense, verified, measured artifact per device chosen by the search.
+
+For each device in ``RUN/search/selected.json``: extract the subnet with its own calibrated BN statistics, write
+``RUN/deploy/DEVICE/`` (``model.safetensors`` + ``model.json``, ``model.onnx`` checked with onnxruntime,
+``model.pt2`` from ``torch.export``, ``report.json``), then ``RUN/report.md`` over all devices. A device's
+folder is built beside its final place and renamed into it, so an interrupted deploy never leaves a half-written
+artifact. With ``slimmable=True`` the chosen subnets (nested, smallest first) also become one
+:class:`deploy.SlimmableNet` in ``RUN/deploy/slimmable/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+import ofa
+from ofa.errors import OFAError
+from ofa.latency import LatencyTable
+
+from .export import export_onnx, export_program, verify_onnx, verify_program
+from .fold import fold_bn
+from .measure import measure_latency
+from .report import write_report
+from .slimmable import SlimmableNet
+
+
+@dataclass
+class DeployResult:
+    run: Path
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> its report.json content
+    report: Path | None = None
+    slimmable: Path | None = None
+
+
+def read_selected(run: Path) -> dict[str, Any]:
+    if not run.is_dir():
+        raise OFAError(f"run directory {run} does not exist; give the folder `ofa train --out` wrote")
+    path = run / "search" / "selected.json"
+    if not path.is_file():
+        raise OFAError(f"{path} does not exist; run `ofa search {run}` first to choose a subnet per device")
+    try:
+        selected = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise OFAError(f"{path} is not valid JSON ({e}); run `ofa search` again") from None
+    if not isinstance(selected, dict) or not isinstance(selected.get("devices"), dict) or not selected["devices"]:
+        raise OFAError(f"{path} lists no devices (expected a 'devices' object); run `ofa search` again")
+    return selected
+
+
+def _device_order(selected: dict[str, Any], devices: list[str] | None) -> list[str]:
+    known = list(selected.get("order") or []) + [d for d in selected["devices"] if d not in (selected.get("order") or [])]
+    if not devices:
+        return known
+    for d in devices:
+        if d not in selected["devices"]:
+            raise OFAError(f"device {d!r} is not in search/selected.json; available: {', '.join(known)}")
+    return [d for d in known if d in devices]
+
+
+def _latency_table(run: Path, device: str, entry: dict[str, Any], explicit: str | os.PathLike | None):
+    """The table to predict this device's latency with: the given path, else RUN/latency/<device>.json."""
+    if explicit is not None:
+        return LatencyTable.load(explicit), Path(explicit)
+    budget = entry.get("budget") or {}
+    for name in (budget.get("latency_device"), device):
+        if name and (run / "latency" / f"{name}.json").is_file():
+            path = run / "latency" / f"{name}.json"
+            return LatencyTable.load(path), path
+    return None, None
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished folder into place, replacing an older one only once the new one is complete."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _load_data(run: Path, data):
+    if data is not None:
+        return data
+    from train.data import load_run_data
+
+    return load_run_data(run)
+
+
+def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmable: bool = False,
+               latency_table: str | os.PathLike | None = None, data=None, calib_batches: int = 32,
+               batch_size: int = 64, repeats: int = 30, warmup: int = 5, threads: int | None = None,
+               progress: bool = True) -> DeployResult:
+    """Deploy the subnets ``RUN/search/selected.json`` chose (all devices, or ``devices``)."""
+    run = Path(run)
+    selected = read_selected(run)
+    names = _device_order(selected, devices)
+    supernet_path = run / selected.get("supernet", "supernet.safetensors")
+    net = ofa.load(supernet_path).eval()
+    data = _load_data(run, data)
+    result = DeployResult(run)
+    statics = []
+    for device in tqdm(names, desc="deploying", disable=not progress):
+        entry = selected["devices"][device]
+        arch = net.space.arch_from_dict(entry["arch"])
+        calib = data.eval_loader("calib", arch.resolution, batch_size=batch_size)
+        static = net.extract(arch, calib_batches=calib, num_batches=calib_batches).eval()
+        static.description["data_config"] = dict(data.data_config, input_size=[net.in_chans, arch.resolution,
+                                                                                 arch.resolution])
+        statics.append(static)
+        report = _deploy_one(run, device, entry, static, data, latency_table, net, arch,
+                             dict(repeats=repeats, warmup=warmup, threads=threads))
+        result.devices[device] = report
+    if slimmable:
+        result.slimmable = _deploy_slimmable(run, names, statics, repeats, warmup, threads)
+    result.report = write_report(run, order=selected.get("order"))
+    return result
+
+
+def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table, net, arch,
+                timing: dict[str, Any]) -> dict[str, Any]:
+    (run / "deploy").mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{device}.", dir=run / "deploy"))
+    try:
+        ofa.save(static, tmp / "model.safetensors")
+        folded = fold_bn(static)
+        export_onnx(folded, tmp / "model.onnx")
+        onnx_check = verify_onnx(tmp / "model.onnx", static)
+        export_program(folded, tmp / "model.pt2")
+        program_check = verify_program(tmp / "model.pt2", static)
+        shape = tuple(static.description["data_config"]["input_size"])
+        latency = {f"batch{b}": measure_latency(folded, shape, batch=b, **timing) for b in (1, 32)}
+        table, table_path = _latency_table(run, device, entry, latency_table)
+        measured = ofa.evaluate(folded, data.eval_loader("test", arch.resolution, batch_size=256))
+        report = {
+            "device": device, "arch": arch.to_dict(), "budget": entry.get("budget"),
+            "macs": static.description["macs"], "params": static.description["params"],
+            "preprocessing": static.description["data_config"],
+            "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir())},
+            "bn_folded_for_inference": True,
+            "onnx_check": onnx_check, "torch_export_check": program_check,
+            "latency": {"host": platform.node(), "machine": platform.machine(), "form": "BN-folded PyTorch",
+                        "statistic": "median", **latency},
+            "latency_predicted_ms": table.predict(net, arch) if table is not None else None,
+            "latency_table": None if table is None else {
+                "device": table.device, "path": str(table_path), "correction": table.correction.get("kind"),
+                "mape_pct": table.meta.get("accuracy", {}).get("mape_pct")},
+            "top1": {"predicted": entry.get("predicted"),
+                     "measured": {"split": "test", **measured.to_dict(), "n": measured.total},
+                     "measured_by_search": entry.get("measured")},
+        }
+        if not onnx_check["passed"]:
+            raise OFAError(f"{device}: the ONNX file differs from PyTorch by {onnx_check['max_abs_diff']:.2e} "
+                           f"(> {onnx_check['tolerance']}); not deployed")
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
+        report["files"]["report.json"] = (tmp / "report.json").stat().st_size
+        _replace_dir(tmp, run / "deploy" / device)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _deploy_slimmable(run: Path, names: list[str], statics: list, repeats: int, warmup: int,
+                      threads: int | None) -> Path:
+    try:
+        slim = SlimmableNet.from_dense(statics, names)
+    except OFAError as e:
+        raise OFAError(f"--slimmable needs nested subnets (run `ofa search --nested`): {e}") from None
+    slim.measure_widths(repeats=repeats, warmup=warmup, threads=threads)
+    diffs = []
+    with torch.inference_mode():
+        for i, static in enumerate(statics):
+            slim.set_width(i)
+            x = torch.randn(4, *static.description["data_config"]["input_size"])
+            diffs.append(float((slim(x) - static(x)).abs().max()))
+    tmp = Path(tempfile.mkdtemp(prefix=".slimmable.", dir=run / "deploy"))
+    try:
+        slim.save(tmp / "slimmable.safetensors")
+        report = {"widths": names, "latency_ms_batch1": slim.latency_ms, "threads": threads or torch.get_num_threads(),
+                  "max_abs_diff_vs_dense": diffs,
+                  "macs": [s.description["macs"] for s in statics],
+                  "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}}
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
+        _replace_dir(tmp, run / "deploy" / "slimmable")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return run / "deploy" / "slimmable" / "slimmable.safetensors"

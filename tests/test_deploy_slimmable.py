@@ -1,0 +1,113 @@
+"""deploy.SlimmableNet: equality with each extracted dense subnet, constant-time switching without copies or
+memory growth, the latency controller, save/load and clear errors."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import pytest
+import torch
+from conftest import randomize_bn
+
+import ofa
+from deploy.slimmable import LatencyController, SlimmableNet
+
+CHAIN = [
+    {"resolution": 16, "stem": 0.8, "depths": [1, 1, 1], "widths": [0.8, 0.65, 0.65], "expands": [[0.5], [0.35], [0.35]]},
+    {"resolution": 24, "stem": 0.8, "depths": [1, 2, 1], "widths": [0.8, 0.8, 0.8], "expands": [[0.75], [0.5, 0.5], [0.75]]},
+    {"resolution": 24, "stem": 1.0, "depths": [2, 2, 2], "widths": [1.0, 1.0, 1.0],
+     "expands": [[1.0, 0.5], [0.5, 1.0], [1.0, 1.0]]},
+]
+
+
+def calib(arch):
+    g = torch.Generator().manual_seed(arch.resolution)
+    return [torch.randn(16, 1, arch.resolution, arch.resolution, generator=g) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def built():
+    net = randomize_bn(ofa.create_supernet("ofa_resnet_tiny")).eval()
+    archs = [net.space.arch_from_dict(a) for a in CHAIN]
+    dense = [net.extract(a, calib_batches=calib(a)).eval() for a in archs]
+    return SlimmableNet.from_dense(dense, ["small", "mid", "large"]), dense
+
+
+def test_equals_each_extracted_dense_subnet(built):
+    slim, dense = built
+    for i, d in enumerate(dense):
+        assert slim.set_width(i) == i
+        x = torch.randn(4, 1, d.resolution, d.resolution)
+        with torch.no_grad():
+            assert (slim(x) - d(x)).abs().max() <= 1e-5
+            assert (slim.extract(i)(x) - d(x)).abs().max() <= 1e-5
+    slim.set_width("mid")
+    assert slim.width == 1 and slim.resolution == 24
+
+
+def test_switching_is_constant_time_without_copies_or_memory_growth(built):
+    slim, _ = built
+    x = torch.randn(1, 1, 24, 24)
+    with torch.no_grad():
+        slim.set_width(2)
+        slim(x)  # prepares the views once
+    pointers = [p.data_ptr() for p in slim.parameters()]
+    tracemalloc.start()
+    slim.set_width(0)
+    before = tracemalloc.get_traced_memory()[0]
+    start = time.perf_counter()
+    for k in range(10_000):
+        slim.set_width(("small", 1, "large")[k % 3])
+    per_switch_us = (time.perf_counter() - start) / 10_000 * 1e6
+    growth = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert per_switch_us <= 50
+    assert growth < 1024
+    assert [p.data_ptr() for p in slim.parameters()] == pointers
+    plans = slim._plans
+    slim.set_width("large")
+    with torch.no_grad():
+        slim(x)
+    assert slim._plans is plans  # switching never rebuilt the prepared views
+
+
+def test_stores_largest_weights_once(built):
+    slim, dense = built
+    weights = sum(p.numel() for p in slim.parameters())
+    assert weights == sum(p.numel() for p in dense[-1].parameters())
+
+
+def test_controller_picks_widest_width_within_target(built):
+    slim, _ = built
+    controller = LatencyController(slim, latency_ms=[1.0, 2.0, 4.0])
+    assert controller.pick(3.0) == 1 and controller.pick(10.0) == 2 and controller.pick(0.5) == 0
+    y = controller(torch.randn(2, 1, 28, 28), target_ms=1.5)  # resized to the chosen width's resolution
+    assert controller.last == 0 and y.shape == (2, 10)
+    measured = slim.measure_widths(repeats=3)
+    assert len(measured) == 3 and all(ms > 0 for ms in measured)
+    assert LatencyController(slim).latency_ms == measured  # defaults to the widths' measured latencies
+
+
+def test_save_load_round_trip_and_corrupt_file(built, tmp_path):
+    slim, dense = built
+    path = slim.save(tmp_path / "slim")
+    loaded = SlimmableNet.load(path)
+    loaded.set_width("small")
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert (loaded(x) - dense[0](x)).abs().max() <= 1e-5
+    path.write_bytes(path.read_bytes()[:64])
+    with pytest.raises(ofa.WeightsError, match="truncated or corrupt"):
+        SlimmableNet.load(path)
+
+
+def test_errors(built):
+    slim, dense = built
+    with pytest.raises(ofa.OFAError, match="unknown width 'huge'"):
+        slim.set_width("huge")
+    with pytest.raises(ofa.OFAError, match="runs at 24x24"):
+        slim.set_width(2)
+        slim(torch.randn(1, 1, 16, 16))
+    with pytest.raises(ofa.OFAError, match="not contained|not nested|more than"):
+        SlimmableNet.from_dense([dense[2], dense[0]])

@@ -1,0 +1,83 @@
+"""Latency tables: `ofa profile` (coarse), the file format, predictions (positive, monotone for nested archs,
+close to measured), and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ofa
+from deploy.fold import fold_bn
+from deploy.measure import measure_latency
+from ofa.cli import main
+from ofa.latency import LatencyTable, distinct_units
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lut") / "lut.json"
+    assert main(["profile", "--supernet", "ofa_resnet_tiny", "--out", str(path), "--coarse", "--threads", "1",
+                 "--quiet", "--device", "ci-cpu"]) == 0
+    return path
+
+
+def test_profile_covers_every_unit_and_reports_accuracy(table_path, capsys):
+    table = LatencyTable.load(table_path)
+    net = ofa.create_supernet("ofa_resnet_tiny")
+    assert table.device == "ci-cpu" and table.meta["threads"] == 1 and table.meta["batch"] == 1
+    assert set(table.units) == set(distinct_units(net))
+    assert all(ms > 0 for ms in table.units.values())
+    accuracy = table.meta["accuracy"]
+    assert accuracy["used"] == table.correction["kind"] in ("none", "linear")
+    assert accuracy["eval_subnets"] == len(table.meta["validation"]) - accuracy["fit_subnets"]
+    for sample in range(20):  # every sampled arch is predictable from the table
+        assert table.predict(net, net.space.sample(sample)) > 0
+
+
+def test_prediction_monotone_for_nested_archs_and_close_to_measured(table_path):
+    table = LatencyTable.load(table_path)
+    net = ofa.create_supernet("ofa_resnet_tiny").eval()
+    space = net.space
+    middle = space.arch_from_dict({"resolution": 24, "stem": 0.8, "depths": [1, 2, 1], "widths": [0.8, 0.8, 0.8],
+                                   "expands": [[0.75], [0.5, 0.5], [0.75]]})
+    chain = [space.smallest(), middle, space.largest()]
+    predicted = [table.predict(net, a) for a in chain]
+    assert predicted == sorted(predicted) and predicted[0] < predicted[-1]
+    assert [net.costs(a)[0] for a in chain] == sorted(net.costs(a)[0] for a in chain)
+    for arch, p in zip(chain, predicted):
+        model = fold_bn(net.extract(arch))
+        measured = measure_latency(model, (1, arch.resolution, arch.resolution), repeats=15, threads=1)
+        assert 0.4 < p / measured["median_ms"] < 2.5  # loose: the shared CI machine is noisy
+    assert table.predict(net.extract(middle)) == pytest.approx(predicted[1])  # a dense net carries its spec
+
+
+def test_table_errors(table_path, tmp_path):
+    with pytest.raises(ofa.OFAError, match="no latency table"):
+        LatencyTable.load(tmp_path / "missing.json")
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(table_path.read_text()[:200])
+    with pytest.raises(ofa.OFAError, match="truncated"):
+        LatencyTable.load(truncated)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ofa.OFAError, match="not a latency table"):
+        LatencyTable.load(wrong)
+    other = ofa.create_supernet("ofa_resnet_tiny", num_classes=5)  # its head shape was never profiled
+    with pytest.raises(ofa.OFAError, match="no entry for unit 'head"):
+        LatencyTable.load(table_path).predict(other, other.space.largest())
+
+
+def test_save_load_round_trip(table_path, tmp_path):
+    table = LatencyTable.load(table_path)
+    copy = LatencyTable.load(table.save(tmp_path / "copy.json"))
+    net = ofa.create_supernet("ofa_resnet_tiny")
+    arch = net.space.sample(3)
+    assert copy.predict(net, arch) == table.predict(net, arch)
+    assert copy.correction == table.correction and copy.device == table.device
+
+
+def test_profile_unknown_supernet_is_a_clear_error(capsys, tmp_path):
+    assert main(["profile", "--supernet", "resnet_nope", "--out", str(tmp_path / "x.json"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown supernet 'resnet_nope'" in err and not (tmp_path / "x.json").exists()
