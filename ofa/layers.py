@@ -34,17 +34,32 @@ class DynamicConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
         self.depthwise = depthwise
         self.active_out = out_channels
+        self._slice_cache: tuple | None = None
+
+    def _sliced_weight(self, cout: int, cin: int) -> torch.Tensor:
+        weight = self.weight
+        if self.depthwise:
+            cin = weight.shape[1]
+        if cout == weight.shape[0] and cin == weight.shape[1]:
+            return weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return weight[:cout, :cin]
+        # Without autograd (evaluation), keep one contiguous copy of the slice: a convolution would otherwise
+        # copy the non-contiguous view on every call. The key includes the weight's version counter, so any
+        # in-place update (optimizer step, load_state_dict, channel sorting) invalidates it.
+        key = (cout, cin, weight._version, weight.data_ptr(), weight.device, weight.dtype)
+        if self._slice_cache is None or self._slice_cache[0] != key:
+            self._slice_cache = (key, weight[:cout, :cin].contiguous())
+        return self._slice_cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin = x.shape[1]
         if self.depthwise:
-            weight, groups, cout = self.weight[:cin], cin, cin
+            cout, groups = cin, cin
         else:
             cout, groups = self.active_out, 1
-            weight = self.weight
-            if cout != weight.shape[0] or cin != weight.shape[1]:
-                weight = weight[:cout, :cin]
-        bias = self.bias[:cout] if self.bias is not None else None
+        weight = self._sliced_weight(cout, cin)
+        bias = None if self.bias is None else self.bias if cout == self.bias.shape[0] else self.bias[:cout]
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
 
 
@@ -62,15 +77,17 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        weight, bias = self.weight[:c], self.bias[:c]
+        weight, bias, mean, var = self.weight, self.bias, self.running_mean, self.running_var
+        if c != self.num_features:
+            weight, bias, mean, var = weight[:c], bias[:c], mean[:c], var[:c]
         if not self.training:
-            return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias, False, 0.0, self.eps)
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
         if not self.update_running_stats:
             return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
         self.num_batches_tracked.add_(1)
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         # The slices are views: batch_norm updates the first c entries of the stored statistics in place.
-        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias, True, factor, self.eps)
+        return F.batch_norm(x, mean, var, weight, bias, True, factor, self.eps)
 
 
 class DynamicLinear(nn.Linear):

@@ -142,13 +142,12 @@ class OFAResNet(Supernet):
         for layer, stage in zip(self.stages, self.plan.blocks(arch)):
             for block, b in zip(layer, stage):
                 block.set_channels(b.mid, b.out)
-        self._depths = arch.depths
+        self._active_blocks = [block for layer, depth in zip(self.stages, arch.depths) for block in list(layer)[:depth]]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        for layer, depth in zip(self.stages, self._depths):
-            for block in layer[:depth]:
-                x = block(x)
+        for block in self._active_blocks:
+            x = block(x)
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
     def channel_groups(self) -> list[ChannelGroup]:
