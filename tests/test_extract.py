@@ -91,3 +91,16 @@ def test_resnet18_extraction_at_a_few_archs():
             x = torch.randn(1, 3, 128, 128)
             with torch.no_grad():
                 assert (net(x) - static(x)).abs().max().item() <= 1e-5
+
+
+def test_cached_weight_slices_follow_in_place_weight_updates(tiny):
+    arch = tiny.space.smallest()
+    x = torch.randn(2, 1, arch.resolution, arch.resolution)
+    with tiny.active(arch), torch.no_grad():
+        tiny(x)  # fills the evaluation cache of sliced weights
+        for m in tiny.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(1.5)  # an optimizer step or a sort changes weights in place
+        assert torch.allclose(tiny(x), tiny.extract().eval()(x), atol=1e-5)
+        tiny.load_state_dict(randomize_bn(ofa.create_supernet("ofa_resnet_tiny")).state_dict())
+        assert torch.allclose(tiny(x), tiny.extract().eval()(x), atol=1e-5)
