@@ -1,0 +1,215 @@
+"""Deploy benchmark: folded versus plain networks, latency-table accuracy, latency versus MACs, width switching,
+and the effect of rounding channel counts to multiples of 8.
+
+All in one process, CPU, for subnets across the cost range of a supernet:
+(a) the deployed network (BatchNorm folded) versus the same arch as a plain PyTorch network with separate BN,
+    batch 1 and 32, as interleaved A/B pairs (both see the same machine load): median ratio and quartiles;
+(b) the latency table's predicted versus measured latency on held-out random subnets (MAPE; goal <= 10%);
+(c) latency ratio versus MACs ratio relative to the largest arch (reported: where MACs mislead);
+(d) SlimmableNet width-switch time and memory growth over 10,000 switches (goal <= 50 us);
+(e) time per MAC with channels rounded to multiples of 8 (divisor 8) versus unrounded counts (divisor 1).
+
+    python benchmarks/deploy.py                          # ofa_resnet_tiny, torch's thread count
+    python benchmarks/deploy.py --threads 1 --pairs 40
+
+Writes benchmarks/results/deploy.json and prints each figure next to its goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+# Run as `python benchmarks/deploy.py`, this file's folder comes first on sys.path and its name would shadow the
+# `deploy` package: drop that folder before importing it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+
+import ofa  # noqa: E402
+from deploy.fold import fold_bn  # noqa: E402
+from deploy.measure import num_threads  # noqa: E402
+from deploy.profile import ProfileSettings, profile  # noqa: E402
+from deploy.slimmable import SlimmableNet  # noqa: E402
+
+GOALS = {"folded_over_plain_max": 1.0, "lut_mape_pct": 10.0, "switch_us": 50.0}
+
+
+def _once(model, x) -> float:
+    start = time.perf_counter()
+    model(x)
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def ab_ratio(a, b, x, pairs: int, warmup: int = 5) -> dict[str, float]:
+    """Interleaved timings of a and b; the ratio a/b per pair, summarised (median and quartiles)."""
+    for _ in range(warmup):
+        a(x), b(x)
+    ratios, ta, tb = [], [], []
+    for i in range(pairs):
+        if i % 2:  # alternate which goes first, so neither always gets the warmer cache
+            t_b, t_a = _once(b, x), _once(a, x)
+        else:
+            t_a, t_b = _once(a, x), _once(b, x)
+        ratios.append(t_a / t_b)
+        ta.append(t_a * 1e3)
+        tb.append(t_b * 1e3)
+    q = statistics.quantiles(ratios, n=4)
+    return {"ratio_median": statistics.median(ratios), "ratio_q1": q[0], "ratio_q3": q[2],
+            "a_ms": statistics.median(ta), "b_ms": statistics.median(tb)}
+
+
+@torch.inference_mode()
+def median_ms(model, x, repeats: int) -> float:
+    for _ in range(3):
+        model(x)
+    return statistics.median(_once(model, x) for _ in range(repeats)) * 1e3
+
+
+def cost_range(net, n: int, seed: int = 0) -> list:
+    """n archs spread over the cost range: the smallest, the largest, and random archs at MACs quantiles."""
+    rng = random.Random(seed)
+    pool = sorted((net.space.sample(rng) for _ in range(200)), key=lambda a: net.costs(a)[0])
+    picks = [net.space.smallest()] + [pool[int(i * (len(pool) - 1) / (n - 3))] for i in range(n - 2)]
+    return picks + [net.space.largest()]
+
+
+def bench_folding(net, archs, pairs: int) -> list[dict]:
+    rows = []
+    for arch in archs:
+        plain = net.extract(arch).eval()
+        folded = fold_bn(plain)
+        for batch in (1, 32):
+            x = torch.randn(batch, net.in_chans, arch.resolution, arch.resolution)
+            rows.append({"arch": arch.to_dict(), "macs": net.costs(arch)[0], "batch": batch,
+                         **ab_ratio(folded, plain, x, pairs)})
+    return rows
+
+
+def bench_macs(net, archs, repeats: int) -> list[dict]:
+    """Latency and MACs of each arch relative to the largest (the last arch), timed round-robin so every arch
+    sees the same machine load."""
+    models = [fold_bn(net.extract(a)) for a in archs]
+    inputs = [torch.randn(1, net.in_chans, a.resolution, a.resolution) for a in archs]
+    times: list[list[float]] = [[] for _ in archs]
+    with torch.inference_mode():
+        for m, x in zip(models, inputs):
+            for _ in range(3):
+                m(x)
+        for _ in range(repeats):
+            for i, (m, x) in enumerate(zip(models, inputs)):
+                times[i].append(_once(m, x) * 1e3)
+    ms = [statistics.median(t) for t in times]
+    big_macs = net.costs(archs[-1])[0]
+    return [{"macs_ratio": net.costs(a)[0] / big_macs, "latency_ratio": t / ms[-1], "ms": t}
+            for a, t in zip(archs, ms)]
+
+
+def bench_switch(net) -> dict:
+    space = net.space
+    chain = [space.smallest(), space.largest()]
+    slim = SlimmableNet.from_dense([net.extract(a).eval() for a in chain])
+    with torch.inference_mode():
+        slim(torch.randn(1, net.in_chans, chain[-1].resolution, chain[-1].resolution))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    start = time.perf_counter()
+    for k in range(10_000):
+        slim.set_width(k % 2)
+    us = (time.perf_counter() - start) / 10_000 * 1e6
+    growth = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return {"switch_us": us, "memory_growth_bytes": growth, "switches": 10_000}
+
+
+def bench_divisor(name: str, n: int, repeats: int, seed: int = 0) -> dict:
+    """Median ms per million MACs of the same archs (multipliers) with channels rounded to 8 versus not."""
+    out = {}
+    rng = random.Random(seed)
+    nets = {d: ofa.create_supernet(name, divisor=d).eval() for d in (8, 1)}
+    archs = [nets[8].space.sample(rng) for _ in range(n)]
+    for d, net in nets.items():
+        per_mmac, odd = [], 0
+        for a in archs:
+            arch = _nearest_arch(net, a)
+            spec = net.plan.static_spec(arch)
+            odd += sum(c % 2 for stage in spec["stages"] for b in stage for c in b[1:3])
+            model = fold_bn(net.extract(arch))
+            ms = median_ms(model, torch.randn(1, net.in_chans, arch.resolution, arch.resolution), repeats)
+            per_mmac.append(ms / (net.costs(arch)[0] / 1e6))
+        out[f"divisor{d}"] = {"ms_per_mmac_median": statistics.median(per_mmac), "odd_channel_counts": odd}
+    out["slowdown_unrounded"] = out["divisor1"]["ms_per_mmac_median"] / out["divisor8"]["ms_per_mmac_median"]
+    return out
+
+
+def _nearest_arch(net, arch):
+    """The same multipliers in another divisor's space (choices that rounded alike may have been merged)."""
+    space = net.space
+
+    def near(v, choices):
+        return min(choices, key=lambda c: abs(c - v))
+
+    d = arch.to_dict()
+    d["widths"] = [near(w, space.widths[s]) for s, w in enumerate(d["widths"])]
+    d["expands"] = [[near(e, space.expands[s]) for e in row] for s, row in enumerate(d["expands"])]
+    if "stem" in d and space.stem is not None:
+        d["stem"] = near(d["stem"], space.stem)
+    return space.arch_from_dict(d)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--supernet", default="ofa_resnet_tiny")
+    parser.add_argument("--archs", type=int, default=6, help="subnets across the cost range")
+    parser.add_argument("--pairs", type=int, default=30, help="interleaved A/B pairs per measurement")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "deploy.json"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    net = ofa.create_supernet(args.supernet).eval()
+    with num_threads(args.threads) as threads:
+        archs = cost_range(net, args.archs)
+        print(f"{args.supernet}: {len(archs)} archs, {threads} thread(s), host {platform.node()}")
+        folding = bench_folding(net, archs, args.pairs)
+        table = profile(net, device=platform.node(), settings=ProfileSettings(), progress=False)
+        macs = bench_macs(net, archs, args.pairs)
+        switch = bench_switch(net)
+        divisor = bench_divisor(args.supernet, 8, args.pairs)
+    acc = table.meta["accuracy"]
+    result = {"supernet": args.supernet, "threads": threads, "host": platform.node(),
+              "torch": torch.__version__, "note": "CPU timings on a shared machine; ratios are interleaved A/B",
+              "folding": folding, "lut": {k: v for k, v in acc.items()}, "lut_units": len(table.units),
+              "lut_correction": table.correction, "macs_vs_latency": macs, "switch": switch, "divisor": divisor,
+              "goals": GOALS}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+    print("\n(a) folded / plain-BN latency (median ratio [q1, q3]; goal <= 1.0)")
+    for r in folding:
+        print(f"  {r['macs'] / 1e6:6.2f}M MACs b{r['batch']:<2}  {r['a_ms']:8.3f} ms vs {r['b_ms']:8.3f} ms   "
+              f"{r['ratio_median']:.3f} [{r['ratio_q1']:.3f}, {r['ratio_q3']:.3f}]")
+    print(f"\n(b) latency table: {len(table.units)} units; MAPE on {acc['eval_subnets']} held-out subnets: "
+          f"sum {acc['mape_sum_pct']:.1f}%, corrected {acc['mape_corrected_pct']:.1f}% "
+          f"(used: {acc['used']}; goal <= {GOALS['lut_mape_pct']}%)")
+    print("\n(c) relative to the largest arch: MACs ratio -> latency ratio")
+    for r in macs:
+        print(f"  {r['macs_ratio']:.2f} -> {r['latency_ratio']:.2f}  ({r['ms']:.3f} ms)")
+    print(f"\n(d) width switch: {switch['switch_us']:.2f} us (goal <= {GOALS['switch_us']}), "
+          f"memory growth over 10,000 switches {switch['memory_growth_bytes']} bytes")
+    print(f"\n(e) ms per million MACs: divisor 8 {divisor['divisor8']['ms_per_mmac_median']:.4f}, "
+          f"divisor 1 {divisor['divisor1']['ms_per_mmac_median']:.4f} "
+          f"({divisor['divisor1']['odd_channel_counts']} odd channel counts) -> unrounded is "
+          f"{divisor['slowdown_unrounded']:.2f}x per MAC")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
