@@ -30,7 +30,7 @@ from .export import export_onnx, export_program, verify_onnx, verify_program
 from .fold import fold_bn
 from .measure import measure_latency
 from .report import write_report
-from .slimmable import SlimmableNet
+from .slimmable import SlimmableNet, _check_nested
 
 
 @dataclass
@@ -109,6 +109,14 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
     names = _device_order(selected, devices)
     supernet_path = run / selected.get("supernet", "supernet.safetensors")
     net = ofa.load(supernet_path).eval()
+    if slimmable:  # refuse non-nested subnets before any work is done
+        specs = [net.plan.static_spec(net.space.arch_from_dict(selected["devices"][d]["arch"])) for d in names]
+        try:
+            for i in range(len(specs) - 1):
+                _check_nested(specs[i], specs[i + 1], f"{names[i]} -> {names[i + 1]}")
+        except OFAError as e:
+            raise OFAError(f"--slimmable needs nested subnets, smallest first (run `ofa search --nested`): "
+                           f"{e}") from None
     data = _load_data(run, data)
     result = DeployResult(run)
     statics = []

@@ -161,6 +161,13 @@ def test_errors_missing_run_and_unknown_device(deployed, tmp_path, capsys):
     assert code == 2 and err.startswith("error: ") and "does not exist" in err and len(err.splitlines()) == 1
     code, err = _cli(["deploy", str(deployed), "--device", "fridge", "--quiet"], capsys)
     assert code == 2 and "'fridge'" in err and "watch, phone" in err and len(err.splitlines()) == 1
+    reversed_run = tmp_path / "reversed"
+    shutil.copytree(deployed, reversed_run, ignore=shutil.ignore_patterns("deploy", "report.md"))
+    selected = json.loads((reversed_run / "search" / "selected.json").read_text())
+    selected["order"] = ["phone", "watch"]  # largest first: not a nested chain
+    (reversed_run / "search" / "selected.json").write_text(json.dumps(selected))
+    code, err = _cli(["deploy", str(reversed_run), "--slimmable", "--quiet"], capsys)
+    assert code == 2 and "needs nested subnets" in err and not (reversed_run / "deploy").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     code, err = _cli(["deploy", str(empty), "--quiet"], capsys)

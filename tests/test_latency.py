@@ -48,7 +48,8 @@ def test_prediction_monotone_for_nested_archs_and_close_to_measured(table_path):
     for arch, p in zip(chain, predicted):
         model = fold_bn(net.extract(arch))
         measured = measure_latency(model, (1, arch.resolution, arch.resolution), repeats=15, threads=1)
-        assert 0.4 < p / measured["median_ms"] < 2.5  # loose: the shared CI machine is noisy
+        # Loose, and against the fastest run: on a shared CI machine other jobs inflate medians at random.
+        assert 1 / 3 < p / measured["min_ms"] < 3
     assert table.predict(net.extract(middle)) == pytest.approx(predicted[1])  # a dense net carries its spec
 
 
