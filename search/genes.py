@@ -1,0 +1,179 @@
+"""Genes: a search space as a flat list of categorical choices, and the fixed-length encoding of an arch.
+
+Evolution needs every trial to carry every gene (Optuna's NSGA-II samples a parameter that is missing from some
+trials at random, without evolving it), so a stage's block genes exist even beyond the stage's depth. An
+:class:`ofa.Arch` holds only the active blocks' genes, so ``arch_from_genes`` truncates to the depth: two gene
+sets that differ only in inactive genes give the same arch (and the same ``arch.key()``).
+
+The predictor's encoding is one-hot per choice, with every inactive block's slots zero and the resolution
+included, as in the once-for-all accuracy predictor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ofa import Arch, ArchError, SearchSpace
+
+
+@dataclass(frozen=True)
+class Gene:
+    name: str  # "resolution", "stem", "depth1", "width1", "expand1.0", "kernel1.0"
+    choices: tuple  # ascending
+    stage: int | None = None
+    block: int | None = None  # set for per-block genes: active only when block < depth of its stage
+
+
+class GeneSpace:
+    """The genes of a search space (optionally with narrowed choices, e.g. "contained in this arch")."""
+
+    def __init__(self, space: SearchSpace, genes: Sequence[Gene] | None = None) -> None:
+        self.space = space
+        self.genes: tuple[Gene, ...] = tuple(genes) if genes is not None else tuple(self._all_genes(space))
+        self._by_name = {g.name: g for g in self.genes}
+        # one-hot layout of the encoding: the offset of each gene's first slot
+        self.offsets: dict[str, int] = {}
+        width = 0
+        for g in self.genes:
+            self.offsets[g.name] = width
+            width += len(g.choices)
+        self.width = width
+
+    @staticmethod
+    def _all_genes(space: SearchSpace) -> list[Gene]:
+        genes = [Gene("resolution", tuple(space.resolutions))]
+        if space.stem is not None:
+            genes.append(Gene("stem", tuple(space.stem)))
+        for s in range(space.num_stages):
+            genes.append(Gene(f"depth{s}", tuple(space.depths[s]), s))
+            genes.append(Gene(f"width{s}", tuple(space.widths[s]), s))
+            for b in range(space.max_depths[s]):
+                genes.append(Gene(f"expand{s}.{b}", tuple(space.expands[s]), s, b))
+                if space.kernels is not None:
+                    genes.append(Gene(f"kernel{s}.{b}", tuple(space.kernels[s]), s, b))
+        return genes
+
+    def __getitem__(self, name: str) -> Gene:
+        return self._by_name[name]
+
+    # -- genes <-> arch ----------------------------------------------------------------------------------------
+    def arch_from_genes(self, genes: Mapping) -> Arch:
+        """The canonical arch of a full gene assignment (inactive block genes are ignored)."""
+        n = self.space.num_stages
+        depths = [int(genes[f"depth{s}"]) for s in range(n)]
+        d = {"resolution": genes["resolution"], "depths": depths,
+             "widths": [genes[f"width{s}"] for s in range(n)],
+             "expands": [[genes[f"expand{s}.{b}"] for b in range(depths[s])] for s in range(n)]}
+        if self.space.stem is not None:
+            d["stem"] = genes["stem"]
+        if self.space.kernels is not None:
+            d["kernels"] = [[genes[f"kernel{s}.{b}"] for b in range(depths[s])] for s in range(n)]
+        return self.space.arch_from_dict(d)
+
+    def genes_from_arch(self, arch: Arch) -> dict:
+        """A full gene assignment for ``arch``; inactive block genes take their first allowed choice."""
+        out: dict = {}
+        for g in self.genes:
+            if g.name == "resolution":
+                value = arch.resolution
+            elif g.name == "stem":
+                value = arch.stem
+            elif g.block is None:
+                value = (arch.depths if g.name.startswith("depth") else arch.widths)[g.stage]
+            elif g.block < arch.depths[g.stage]:
+                row = arch.expands if g.name.startswith("expand") else arch.kernels
+                value = row[g.stage][g.block]
+            else:
+                value = g.choices[0]
+            out[g.name] = _pick(value, g)
+        return out
+
+    # -- encoding --------------------------------------------------------------------------------------------
+    def encode(self, archs: Sequence[Arch]) -> np.ndarray:
+        """One row per arch: one-hot per gene, inactive blocks all zero. float32 (N, width)."""
+        x = np.zeros((len(archs), self.width), dtype=np.float32)
+        for i, arch in enumerate(archs):
+            for name, value in self._active_values(arch):
+                g = self._by_name[name]
+                x[i, self.offsets[name] + _index(value, g)] = 1.0
+        return x
+
+    def decode(self, row: np.ndarray) -> Arch:
+        """The arch an encoding row describes (inverse of :meth:`encode`)."""
+        genes = {}
+        for g in self.genes:
+            slots = row[self.offsets[g.name]: self.offsets[g.name] + len(g.choices)]
+            genes[g.name] = g.choices[int(np.argmax(slots))] if slots.max() > 0 else g.choices[0]
+        return self.arch_from_genes(genes)
+
+    def _active_values(self, arch: Arch):
+        yield "resolution", arch.resolution
+        if arch.stem is not None:
+            yield "stem", arch.stem
+        for s in range(len(arch.depths)):
+            yield f"depth{s}", arch.depths[s]
+            yield f"width{s}", arch.widths[s]
+            for b in range(arch.depths[s]):
+                yield f"expand{s}.{b}", arch.expands[s][b]
+                if arch.kernels is not None:
+                    yield f"kernel{s}.{b}", arch.kernels[s][b]
+
+    # -- narrowing -------------------------------------------------------------------------------------------
+    def contained_in(self, parent: Arch) -> GeneSpace:
+        """Genes of the archs nested inside ``parent``: every depth, width, stem and expand choice <= the
+        parent's, the same kernels; the resolution stays free (a slimmable network takes any input size)."""
+        parent_genes = self.genes_from_arch(parent)
+        narrowed = []
+        for g in self.genes:
+            value = parent_genes[g.name]
+            active_in_parent = g.block is None or g.block < parent.depths[g.stage]
+            if g.name == "resolution" or not active_in_parent:
+                choices = g.choices  # free, or inactive in every contained arch (depth <= parent's)
+            elif g.name.startswith("kernel"):
+                choices = (value,)
+            else:
+                choices = tuple(c for c in g.choices if c <= value)
+            narrowed.append(Gene(g.name, choices, g.stage, g.block))
+        return GeneSpace(self.space, narrowed)
+
+    def allows(self, genes: Mapping) -> bool:
+        """True if every gene value of a full assignment is one of this gene space's choices."""
+        try:
+            for gene in self.genes:
+                _index(genes[gene.name], gene)  # raises when the value is not a choice
+            return True
+        except (KeyError, ArchError):
+            return False
+
+    def size(self) -> int:
+        """Number of distinct gene assignments (an upper bound on the distinct archs)."""
+        return int(np.prod([len(g.choices) for g in self.genes], dtype=np.float64))
+
+
+def is_contained(child: Arch, parent: Arch) -> bool:
+    """True if ``child`` is a sub-network of ``parent`` (the nesting rule of :meth:`GeneSpace.contained_in`)."""
+    if (child.stem or 0) > (parent.stem or 0):
+        return False
+    for s in range(len(child.depths)):
+        if child.depths[s] > parent.depths[s] or child.widths[s] > parent.widths[s]:
+            return False
+        for b in range(child.depths[s]):
+            if child.expands[s][b] > parent.expands[s][b]:
+                return False
+            if child.kernels is not None and child.kernels[s][b] != parent.kernels[s][b]:
+                return False
+    return True
+
+
+def _index(value, gene: Gene) -> int:
+    for i, c in enumerate(gene.choices):
+        if abs(float(c) - float(value)) <= 1e-9 * max(1.0, abs(float(c))):
+            return i
+    raise ArchError(f"{gene.name}={value!r} is not allowed; allowed: {list(gene.choices)}")
+
+
+def _pick(value, gene: Gene):
+    return gene.choices[_index(value, gene)]

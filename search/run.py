@@ -1,0 +1,318 @@
+"""``ofa search RUN``: accuracy table -> predictor -> NSGA-II per device budget -> test measurement -> files.
+
+Writes into RUN/search/: accuracy_table.csv, predictor.safetensors + predictor.json, search_log.csv (best value
+per generation), pareto.csv, pareto.png, selected.json (contract 4: what deploy reads) and report.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import ofa
+from ofa import Arch, OFAError
+from ofa.io import atomic_write
+
+from .budgets import Budget, CostModel, load_latency_tables
+from .evolution import EvolutionResult, evolve, pareto_front
+from .genes import GeneSpace, is_contained
+from .predictor import PREDICTORS, Predictor, fit_predictor
+from .table import default_storage, measure_arch, measure_table, read_table, write_table_csv
+
+
+@dataclass
+class SearchConfig:
+    run_dir: str | Path
+    budgets: list[Budget] = field(default_factory=list)
+    storage: str | None = None  # default: sqlite:///RUN/search/study.db
+    table_size: int = 200
+    seed: int = 0
+    predictor: str = "mlp"
+    metric: str = "top1"  # predictor target: validation top1 or loss
+    compare_predictors: bool = False  # also fit the other families and record their held-out scores
+    mode: str = "constrained"
+    generations: int = 40
+    population: int = 50
+    mutation_prob: float | None = None
+    crossover_prob: float = 0.9
+    nested: bool = False
+    luts: dict[str, str] = field(default_factory=dict)
+    calib_batches: int = 4
+    batch_size: int = 128
+    val_limit: int | None = None
+    test_limit: int | None = None
+    measure_only: bool = False
+    measure_test: bool = True
+    heartbeat_interval: int = 10
+    grace_period: int = 60
+    stale_after: float = 1800.0
+    progress: bool = True
+    predictor_epochs: int = 300
+
+
+@dataclass
+class Choice:
+    budget: Budget
+    arch: Arch
+    predicted: float
+    measured: ofa.Metrics | None = None
+    independent: Arch | None = None  # with --nested: the arch chosen without the nesting constraint
+    independent_predicted: float | None = None
+    independent_measured: ofa.Metrics | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SearchOutcome:
+    choices: list[Choice]  # smallest budget first
+    predictor: Predictor
+    table: list[dict]
+    out_dir: Path
+
+
+def _say(cfg: SearchConfig, msg: str) -> None:
+    if cfg.progress:
+        print(msg, flush=True)
+
+
+def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]:
+    """Run the whole search (or only the measurement with ``cfg.measure_only``, returning the table rows)."""
+    run = Path(cfg.run_dir)
+    if not run.is_dir():
+        raise OFAError(f"run directory {run} does not exist; train one with `ofa train --out {run}`")
+    out = run / "search"
+    if net is None:
+        net = ofa.load(run / "supernet.safetensors")
+    if not cfg.measure_only and not cfg.budgets:
+        raise OFAError("no budget given: pass --budget macs=40M (or params=0.3M, latency_ms=5@DEVICE) or "
+                       "--devices devices.yaml")
+    names = [b.name for b in cfg.budgets]
+    if len(set(names)) != len(names):
+        raise OFAError(f"device names must be unique, got {names}")
+    costs = CostModel(net, load_latency_tables(cfg.budgets, run, cfg.luts))
+    costs.check_feasible(cfg.budgets)  # before any expensive work
+    if data is None:
+        from train.data import load_run_data
+
+        data = load_run_data(run)
+
+    storage = cfg.storage or default_storage(run)
+    _say(cfg, f"accuracy table: {cfg.table_size} subnets on {storage}")
+    measure_table(net, data, storage, cfg.table_size, seed=cfg.seed, calib_batches=cfg.calib_batches,
+                  batch_size=cfg.batch_size, val_limit=cfg.val_limit, heartbeat_interval=cfg.heartbeat_interval,
+                  grace_period=cfg.grace_period, stale_after=cfg.stale_after, progress=cfg.progress)
+    rows = read_table(storage)
+    write_table_csv(rows, out / "accuracy_table.csv")
+    _say(cfg, f"wrote {out / 'accuracy_table.csv'} ({len(rows)} measured subnets)")
+    if cfg.measure_only:
+        return rows
+
+    archs = [net.space.arch_from_json(r["arch"]) for r in rows]
+    genes = GeneSpace(net.space)
+    predictor = _fit(cfg, genes, archs, rows, out)
+
+    def score(batch: list[Arch]) -> np.ndarray:
+        return np.array([predictor.better(v) for v in predictor.predict(batch)])
+
+    top = sorted(zip(archs, rows), key=lambda ar: -predictor.better(ar[1][cfg.metric]))
+    log_rows: list[dict] = []
+    choices: list[Choice] = []
+    pool: dict[str, tuple[Arch, float]] = {}  # every arch any search scored (for the front)
+    pareto_runs: dict[tuple[str, str | None], EvolutionResult] = {}
+    for b in cfg.budgets:
+        t0 = time.perf_counter()
+        seeds = [net.space.largest(), net.space.smallest()] + [a for a, _ in top if costs.fits(a, b)][:10]
+        if cfg.mode == "pareto":
+            kind = b.primary()
+            key = (kind, b.latency_device if kind == "latency_ms" else None)
+            if key not in pareto_runs:
+                pareto_runs[key] = _evolve(cfg, genes, score, log_rows, f"pareto-{kind}", seeds, mode="pareto",
+                                           cost=lambda a, k=kind, d=b.latency_device: costs.cost(a, k, d))
+            res = pareto_runs[key]
+            best = res.best(lambda a, b=b: costs.fits(a, b))
+            _log_best_per_generation(res, b, costs, log_rows)
+        else:
+            res = _evolve(cfg, genes, score, log_rows, b.name, seeds,
+                          violations=lambda a, b=b: costs.violations(a, b))
+            best = res.best()
+        if best is None:
+            raise OFAError(f"device {b.name!r}: the search found no subnet within {b.describe()}; "
+                           "raise --generations or the budget")
+        pool.update({k: (e.arch, e.score) for k, e in res.evaluated.items()})
+        choices.append(Choice(b, best.arch, predictor.better(best.score), seconds=time.perf_counter() - t0))
+        _say(cfg, f"{b.name}: predicted {cfg.metric} {choices[-1].predicted:.4f} at "
+                  f"{_cost_text(costs, best.arch, b)} ({choices[-1].seconds:.1f}s)")
+
+    choices.sort(key=lambda c: (net.costs(c.arch)[0], c.budget.name))
+    if cfg.nested:
+        _nest(cfg, genes, score, costs, choices, predictor, log_rows)
+    if cfg.measure_test:
+        for c in choices:
+            c.measured = measure_arch(net, data, c.arch, cfg.calib_batches, cfg.batch_size, "test", cfg.test_limit)
+            if c.independent is not None and c.independent != c.arch:
+                c.independent_measured = measure_arch(net, data, c.independent, cfg.calib_batches,
+                                                      cfg.batch_size, "test", cfg.test_limit)
+            elif c.independent is not None:
+                c.independent_measured = c.measured
+    front = _fronts(cfg, pool, costs, predictor)
+    _write_outputs(cfg, out, net, costs, choices, predictor, rows, front, log_rows)
+    return SearchOutcome(choices, predictor, rows, out)
+
+
+def _fit(cfg: SearchConfig, genes: GeneSpace, archs, rows, out: Path) -> Predictor:
+    targets = [r[cfg.metric] for r in rows]
+    predictor = fit_predictor(genes, archs, targets, family=cfg.predictor, metric=cfg.metric, seed=cfg.seed,
+                              epochs=cfg.predictor_epochs)
+    h = predictor.held_out
+    _say(cfg, f"predictor {cfg.predictor} ({cfg.metric}) on {h['n']} held-out subnets: RMSE {h['rmse']:.4f} "
+              f"Spearman {h['spearman']:.3f} Kendall tau {h['kendall_tau']:.3f}")
+    comparison = {cfg.predictor: h}
+    if cfg.compare_predictors:
+        for family in PREDICTORS:
+            if family != cfg.predictor:
+                other = fit_predictor(genes, archs, targets, family=family, metric=cfg.metric, seed=cfg.seed,
+                                      epochs=cfg.predictor_epochs, refit_all=False)
+                comparison[family] = other.held_out
+                o = other.held_out
+                _say(cfg, f"predictor {family}: RMSE {o['rmse']:.4f} Spearman {o['spearman']:.3f} "
+                          f"Kendall tau {o['kendall_tau']:.3f}")
+    predictor.held_out = dict(h, comparison=comparison)
+    predictor.save(out / "predictor.safetensors")
+    return predictor
+
+
+def _evolve(cfg, genes, score, log_rows, label, seeds, **kw) -> EvolutionResult:
+    res = evolve(genes, score, generations=cfg.generations, population=cfg.population, seeds=seeds,
+                 seed=cfg.seed, mutation_prob=cfg.mutation_prob, crossover_prob=cfg.crossover_prob,
+                 log=(lambda m: _say(cfg, "  " + m)), label=f"{label}: ", **kw)
+    if kw.get("mode") != "pareto":
+        log_rows += [{"search": label, "generation": g + 1, "trials": (g + 1) * cfg.population,
+                      "best_predicted": v} for g, v in enumerate(res.history)]
+    return res
+
+
+def _log_best_per_generation(res: EvolutionResult, b: Budget, costs: CostModel, log_rows: list[dict]) -> None:
+    """In pareto mode the study has no per-device best; replay the scored archs by generation order instead."""
+    best, per_gen, n = -np.inf, [], len(res.history)
+    items = list(res.evaluated.values())  # insertion order = the generation that first scored each arch
+    chunk = max(1, len(items) // max(1, n))
+    for g in range(n):
+        for e in items[g * chunk:(g + 1) * chunk]:
+            if costs.fits(e.arch, b):
+                best = max(best, e.score)
+        per_gen.append(best)
+    log_rows += [{"search": f"pareto:{b.name}", "generation": g + 1, "trials": None, "best_predicted": v}
+                 for g, v in enumerate(per_gen)]
+
+
+def _nest(cfg, genes, score, costs, choices: list[Choice], predictor, log_rows) -> None:
+    """Re-choose top-down so each arch is contained in the next larger one (the largest keeps its choice)."""
+    for c in choices:
+        c.independent, c.independent_predicted = c.arch, c.predicted
+    for i in range(len(choices) - 2, -1, -1):
+        c, parent = choices[i], choices[i + 1].arch
+        if is_contained(c.arch, parent):
+            continue
+        inner = genes.contained_in(parent)
+        seeds = [parent] + [x.arch for x in choices[:i + 1]]
+        res = _evolve(cfg, inner, score, log_rows, f"nested:{c.budget.name}", seeds,
+                      violations=lambda a, b=c.budget: costs.violations(a, b))
+        best = res.best()
+        if best is None:
+            raise OFAError(f"--nested: no subnet of {c.budget.name!r}'s budget ({c.budget.describe()}) fits inside "
+                           f"the arch chosen for {choices[i + 1].budget.name!r}")
+        c.arch, c.predicted = best.arch, predictor.better(best.score)
+
+
+def _fronts(cfg, pool, costs: CostModel, predictor) -> list[dict]:
+    kinds = sorted({(b.primary(), b.latency_device if b.primary() == "latency_ms" else None) for b in cfg.budgets}
+                   | {("macs", None)}, key=lambda k: (k[0], k[1] or ""))
+    rows = []
+    for kind, device in kinds:
+        points = [(costs.cost(a, kind, device), s, a) for a, s in pool.values()]
+        for cost, s, a in pareto_front(points):
+            macs, params = costs.net.costs(a)
+            rows.append({"cost_kind": kind if device is None else f"{kind}@{device}", "cost": cost, "macs": macs,
+                         "params": params, "predicted": predictor.better(s), "key": a.key(), "arch": a.to_json()})
+    return rows
+
+
+def _cost_text(costs: CostModel, arch: Arch, b: Budget) -> str:
+    macs, params = costs.net.costs(arch)
+    text = f"{macs / 1e6:.2f}M MACs {params / 1e6:.3f}M params"
+    if b.latency_device is not None:
+        text += f" {costs.cost(arch, 'latency_ms', b.latency_device):.2f}ms@{b.latency_device}"
+    return text
+
+
+def _measured(m: ofa.Metrics | None) -> dict | None:
+    if m is None:
+        return None
+    return {"split": "test", "top1": m.top1, "ci_low": m.ci_low, "ci_high": m.ci_high, "loss": m.loss,
+            "n": m.total}
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def _write_outputs(cfg, out: Path, net, costs: CostModel, choices: list[Choice], predictor, rows, front,
+                   log_rows) -> None:
+    devices = {}
+    for c in choices:
+        macs, params = net.costs(c.arch)
+        latency = costs.cost(c.arch, "latency_ms", c.budget.latency_device) if c.budget.latency_device else None
+        devices[c.budget.name] = {"budget": c.budget.to_dict(), "arch": c.arch.to_dict(), "macs": macs,
+                                  "params": params, "latency_ms": latency,
+                                  "predicted": {"metric": cfg.metric, "value": c.predicted},
+                                  "measured": _measured(c.measured)}
+    selected = {"supernet": "supernet.safetensors", "nested": bool(cfg.nested),
+                "order": [c.budget.name for c in choices], "devices": devices}
+    atomic_write(out / "selected.json", lambda tmp: Path(tmp).write_text(json.dumps(selected, indent=2)))
+    _write_csv(out / "pareto.csv", front, ["cost_kind", "cost", "macs", "params", "predicted", "key", "arch"])
+    _write_csv(out / "search_log.csv", log_rows, ["search", "generation", "trials", "best_predicted"])
+    report = {"predictor": {"family": predictor.family, "metric": predictor.metric, **predictor.held_out},
+              "table_size": len(rows), "mode": cfg.mode, "generations": cfg.generations,
+              "population": cfg.population, "devices": []}
+    for c in choices:
+        entry = {"device": c.budget.name, "budget": c.budget.describe(), "seconds": c.seconds,
+                 "predicted": c.predicted, "measured": _measured(c.measured)}
+        if c.independent is not None:
+            entry["independent"] = {"arch": c.independent.to_dict(), "predicted": c.independent_predicted,
+                                    "measured": _measured(c.independent_measured)}
+            entry["nesting_cost_predicted"] = predictor.better(c.independent_predicted) - predictor.better(
+                c.predicted)
+            if c.measured is not None and c.independent_measured is not None:
+                entry["nesting_cost_test_top1"] = c.independent_measured.top1 - c.measured.top1
+        report["devices"].append(entry)
+    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    from .plot import plot_pareto
+
+    plot_pareto(out / "pareto.png", rows, front, choices, cfg.metric, net)
+    _print_summary(cfg, choices, net)
+
+
+def _print_summary(cfg, choices: list[Choice], net) -> None:
+    if not cfg.progress:
+        return
+    print(f"\n{'device':<16}{'budget':<28}{'MACs':>9}{'params':>9}  predicted {cfg.metric:<5} test top-1 [95% CI]")
+    for c in choices:
+        macs, params = net.costs(c.arch)
+        m = c.measured
+        test = f"{m.top1:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}]" if m else "-"
+        print(f"{c.budget.name:<16}{c.budget.describe():<28}{macs / 1e6:8.2f}M{params / 1e6:8.3f}M  "
+              f"{c.predicted:15.3f}  {test}")
+        if c.independent is not None and c.independent != c.arch:
+            im = c.independent_measured
+            print(f"{'':<16}independent choice: predicted {c.independent_predicted:.3f}"
+                  + (f", test {im.top1:.2f}" if im else "") + " (nesting cost)")
