@@ -1,9 +1,9 @@
-"""Deploy benchmark: folded versus plain networks, latency-table accuracy, latency versus MACs, width switching,
+"""Deploy benchmark: deployed versus plain networks, latency-table accuracy, latency versus MACs, width switching,
 and the effect of rounding channel counts to multiples of 8.
 
 All in one process, CPU, for subnets across the cost range of a supernet:
-(a) the deployed network (BatchNorm folded) versus the same arch as a plain PyTorch network with separate BN,
-    batch 1 and 32, as interleaved A/B pairs (both see the same machine load): median ratio and quartiles;
+(a) the deployed network (as deploy.load returns it: BN folded, channels-last weights) versus the same arch
+    as a plain PyTorch network with separate BN, batch 1 and 32, as interleaved A/B pairs (both see the same machine load): median ratio and quartiles;
 (b) the latency table's predicted versus measured latency on held-out random subnets (MAPE; goal <= 10%);
 (c) latency ratio versus MACs ratio relative to the largest arch (reported: where MACs mislead);
 (d) SlimmableNet width-switch time and memory growth over 10,000 switches (goal <= 50 us);
@@ -34,12 +34,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 
 import ofa  # noqa: E402
-from deploy.fold import fold_bn  # noqa: E402
+from deploy.fold import prepare_for_inference  # noqa: E402
 from deploy.measure import num_threads  # noqa: E402
 from deploy.profile import ProfileSettings, profile  # noqa: E402
 from deploy.slimmable import SlimmableNet  # noqa: E402
 
-GOALS = {"folded_over_plain_max": 1.0, "lut_mape_pct": 10.0, "switch_us": 50.0}
+GOALS = {"deployed_over_plain_max": 1.0, "lut_mape_pct": 10.0, "switch_us": 50.0}
 
 
 def _once(model, x) -> float:
@@ -86,7 +86,7 @@ def bench_folding(net, archs, pairs: int) -> list[dict]:
     rows = []
     for arch in archs:
         plain = net.extract(arch).eval()
-        folded = fold_bn(plain)
+        folded = prepare_for_inference(plain)
         for batch in (1, 32):
             x = torch.randn(batch, net.in_chans, arch.resolution, arch.resolution)
             rows.append({"arch": arch.to_dict(), "macs": net.costs(arch)[0], "batch": batch,
@@ -97,7 +97,7 @@ def bench_folding(net, archs, pairs: int) -> list[dict]:
 def bench_macs(net, archs, repeats: int) -> list[dict]:
     """Latency and MACs of each arch relative to the largest (the last arch), timed round-robin so every arch
     sees the same machine load."""
-    models = [fold_bn(net.extract(a)) for a in archs]
+    models = [prepare_for_inference(net.extract(a)) for a in archs]
     inputs = [torch.randn(1, net.in_chans, a.resolution, a.resolution) for a in archs]
     times: list[list[float]] = [[] for _ in archs]
     with torch.inference_mode():
@@ -142,7 +142,7 @@ def bench_divisor(name: str, n: int, repeats: int, seed: int = 0) -> dict:
             arch = _nearest_arch(net, a)
             spec = net.plan.static_spec(arch)
             odd += sum(c % 2 for stage in spec["stages"] for b in stage for c in b[1:3])
-            model = fold_bn(net.extract(arch))
+            model = prepare_for_inference(net.extract(arch))
             ms = median_ms(model, torch.randn(1, net.in_chans, arch.resolution, arch.resolution), repeats)
             per_mmac.append(ms / (net.costs(arch)[0] / 1e6))
         out[f"divisor{d}"] = {"ms_per_mmac_median": statistics.median(per_mmac), "odd_channel_counts": odd}
@@ -192,7 +192,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
 
-    print("\n(a) folded / plain-BN latency (median ratio [q1, q3]; goal <= 1.0)")
+    print("\n(a) deployed / plain-BN latency (median ratio [q1, q3]; goal <= 1.0)")
     for r in folding:
         print(f"  {r['macs'] / 1e6:6.2f}M MACs b{r['batch']:<2}  {r['a_ms']:8.3f} ms vs {r['b_ms']:8.3f} ms   "
               f"{r['ratio_median']:.3f} [{r['ratio_q1']:.3f}, {r['ratio_q3']:.3f}]")

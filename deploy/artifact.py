@@ -15,7 +15,7 @@ from torch import nn
 import ofa
 from ofa.errors import WeightsError
 
-from .fold import fold_bn
+from .fold import prepare_for_inference
 
 MODEL = "model"
 
@@ -39,7 +39,7 @@ def load(path: str | os.PathLike, fold: bool = True, map_location: str = "cpu") 
     """A deployed network in eval mode, ready for inference.
 
     ``path`` is a ``RUN/deploy/DEVICE`` directory or its ``model.safetensors``. With ``fold=True`` (default)
-    BatchNorm is folded into the convolutions (faster, same outputs); ``fold=False`` keeps the stored layers
+    BatchNorm is folded into the convolutions and weights use channels-last order (faster, same outputs); ``fold=False`` keeps the stored layers
     (to re-calibrate BN on your own data). ``model.description["data_config"]`` is the preprocessing to use.
     """
     path = _resolve(path)
@@ -50,4 +50,4 @@ def load(path: str | os.PathLike, fold: bool = True, map_location: str = "cpu") 
     model = ofa.load(path, map_location=map_location)
     if getattr(model, "description", {}).get("kind") != "static":
         raise WeightsError(f"{path} holds a supernet, not a deployed network; run `ofa deploy` to make one")
-    return fold_bn(model, inplace=True) if fold else model
+    return prepare_for_inference(model, inplace=True) if fold else model

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -48,6 +49,14 @@ def fold_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
     _fold_children(model)
     model.folded_bn = True
     return model
+
+
+def prepare_for_inference(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """The form a deployed network runs in: BatchNorm folded, and weights in channels-last memory order (on
+    this project's CPU measurements 15-45% faster than the default order for the same arithmetic; inputs may
+    stay in the default order)."""
+    model = fold_bn(model, inplace=inplace)
+    return model.to(memory_format=torch.channels_last)
 
 
 def count_batchnorms(model: nn.Module) -> int:

@@ -1,7 +1,7 @@
 """``ofa profile``: make a latency table on the device it runs on, and measure how well it predicts.
 
 Every distinct unit (stem, residual block, head) the search space can produce is built as the deployed network
-runs it (plain layers, BatchNorm folded) and timed at batch 1. Then whole random subnets are extracted, folded
+runs it (plain layers, BatchNorm folded, channels-last weights) and timed at batch 1. Then whole random subnets are extracted, folded
 and timed: a linear correction ``measured = scale * sum + offset`` is fitted on one set and the table's error
 (mean absolute percentage error) is reported on another, held-out set, for the plain sum and the corrected sum.
 The correction is kept only when it is more accurate on the held-out subnets; the table says which is used.
@@ -26,7 +26,7 @@ from ofa.errors import OFAError
 from ofa.latency import LatencyTable, distinct_units
 from ofa.resnet_static import BasicBlock, Bottleneck
 
-from .fold import fold_bn
+from .fold import prepare_for_inference
 from .measure import num_threads, summarize, time_forward
 
 
@@ -55,7 +55,7 @@ class _Head(nn.Module):
 
 
 def build_unit(unit: dict[str, Any]) -> tuple[nn.Module, tuple[int, ...]]:
-    """The folded module of one table unit and its input shape (C, H, W)."""
+    """The deployed-form module of one table unit and its input shape (C, H, W)."""
     kind, size = unit["kind"], unit["size"]
     if kind == "stem":
         if unit["stem_type"] == "conv7_pool":
@@ -72,7 +72,7 @@ def build_unit(unit: dict[str, Any]) -> tuple[nn.Module, tuple[int, ...]]:
         module, shape = _Head(unit["in_c"], unit["num_classes"]), (unit["in_c"], size, size)
     else:
         raise OFAError(f"unknown latency unit kind {kind!r}")
-    return fold_bn(module, inplace=True), shape
+    return prepare_for_inference(module, inplace=True), shape
 
 
 def _supernet(supernet: str | nn.Module) -> nn.Module:
@@ -106,10 +106,10 @@ def time_units(units: dict[str, dict[str, Any]], settings: ProfileSettings, seed
 
 
 def time_subnets(net: nn.Module, archs: list, settings: ProfileSettings) -> list[float]:
-    """Measured batch-1 median latency (ms) of each arch's extracted, BN-folded dense network."""
+    """Measured batch-1 median latency (ms) of each arch's extracted dense network in deployed form."""
     out = []
     for arch in archs:
-        model = fold_bn(net.extract(arch), inplace=True)
+        model = prepare_for_inference(net.extract(arch), inplace=True)
         x = torch.randn(1, net.in_chans, arch.resolution, arch.resolution)
         out.append(summarize(time_forward(model, x, repeats=settings.subnet_repeats,
                                           warmup=settings.warmup))["median_ms"])
@@ -154,7 +154,7 @@ def profile(supernet: str | nn.Module, device: str | None = None, settings: Prof
     table.meta = {
         "host": platform.node(), "machine": platform.machine(), "processor": platform.processor(),
         "torch": torch.__version__.split("+")[0], "threads": used, "batch": 1,
-        "form": "dense network, BatchNorm folded into convolutions",
+        "form": "dense network, BatchNorm folded, channels-last weights (deploy.load's form)",
         "settings": settings.__dict__,
         "supernet": {"name": net.name, "family": net.family, "config": net.config},
         "accuracy": accuracy,

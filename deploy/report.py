@@ -59,7 +59,7 @@ def write_report(run: str | Path, order: list[str] | None = None) -> Path:
             f"| {_num(r.get('latency_predicted_ms'), '.3f')} | {pred} "
             f"| {m['top1']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] (n={m['n']}) "
             f"| {r['onnx_check']['max_abs_diff']:.1e} |")
-    lines += ["", f"Latency: median over repeated BN-folded PyTorch forward passes on `{host}` with {threads} "
+    lines += ["", f"Latency: median over repeated forward passes of the deployed PyTorch network (BN folded, channels-last) on `{host}` with {threads} "
               "thread(s), after warm-up (settings in each `deploy/DEVICE/report.json`). Measured top-1 is on the "
               "test split; predicted top-1 is the search's estimate.", ""]
     slim = run / "deploy" / "slimmable" / "report.json"

@@ -27,7 +27,7 @@ from ofa.errors import OFAError
 from ofa.latency import LatencyTable
 
 from .export import export_onnx, export_program, verify_onnx, verify_program
-from .fold import fold_bn
+from .fold import fold_bn, prepare_for_inference
 from .measure import measure_latency
 from .report import write_report
 from .slimmable import SlimmableNet, _check_nested
@@ -149,9 +149,10 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
         export_program(folded, tmp / "model.pt2")
         program_check = verify_program(tmp / "model.pt2", static)
         shape = tuple(static.description["data_config"]["input_size"])
-        latency = {f"batch{b}": measure_latency(folded, shape, batch=b, **timing) for b in (1, 32)}
+        deployed = prepare_for_inference(folded)  # what deploy.load returns
+        latency = {f"batch{b}": measure_latency(deployed, shape, batch=b, **timing) for b in (1, 32)}
         table, table_path = _latency_table(run, device, entry, latency_table)
-        measured = ofa.evaluate(folded, data.eval_loader("test", arch.resolution, batch_size=256))
+        measured = ofa.evaluate(deployed, data.eval_loader("test", arch.resolution, batch_size=256))
         report = {
             "device": device, "arch": arch.to_dict(), "budget": entry.get("budget"),
             "macs": static.description["macs"], "params": static.description["params"],
@@ -159,7 +160,8 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
             "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir())},
             "bn_folded_for_inference": True,
             "onnx_check": onnx_check, "torch_export_check": program_check,
-            "latency": {"host": platform.node(), "machine": platform.machine(), "form": "BN-folded PyTorch",
+            "latency": {"host": platform.node(), "machine": platform.machine(),
+                        "form": "deploy.load (BN folded, channels-last)",
                         "statistic": "median", **latency},
             "latency_predicted_ms": table.predict(net, arch) if table is not None else None,
             "latency_table": None if table is None else {

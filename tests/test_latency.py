@@ -8,7 +8,7 @@ import json
 import pytest
 
 import ofa
-from deploy.fold import fold_bn
+from deploy.fold import prepare_for_inference
 from deploy.measure import measure_latency
 from ofa.cli import main
 from ofa.latency import LatencyTable, distinct_units
@@ -46,7 +46,7 @@ def test_prediction_monotone_for_nested_archs_and_close_to_measured(table_path):
     assert predicted == sorted(predicted) and predicted[0] < predicted[-1]
     assert [net.costs(a)[0] for a in chain] == sorted(net.costs(a)[0] for a in chain)
     for arch, p in zip(chain, predicted):
-        model = fold_bn(net.extract(arch))
+        model = prepare_for_inference(net.extract(arch))
         measured = measure_latency(model, (1, arch.resolution, arch.resolution), repeats=15, threads=1)
         # Loose, and against the fastest run: on a shared CI machine other jobs inflate medians at random.
         assert 1 / 3 < p / measured["min_ms"] < 3
