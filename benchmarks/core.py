@@ -115,8 +115,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"device {device}, {args.threads} threads, {args.repeats} interleaved repeats")
     forward = [row for name in args.supernets for row in bench_supernet(name, device, args.batches, args.repeats)]
     macs = [count_macs_rate(name) for name in args.supernets]
+    summary = [{"figure": f"forward ratio supernet/static {r['supernet']} {r['arch']} b={r['batch']}",
+                "value": r["ratio"], "goal": f"<= {GOALS['ratio_' + r['arch']]}",
+                "met": r["ratio"] <= GOALS["ratio_" + r["arch"]]} for r in forward]
+    summary += [{"figure": f"count_macs calls/s {m['supernet']}", "value": m["calls_per_s_new_archs"],
+                 "goal": f">= {GOALS['count_macs_per_s']}", "met": m["calls_per_s_new_archs"] >= GOALS["count_macs_per_s"]}
+                for m in macs]
     result = {"device": str(device), "threads": args.threads, "torch": torch.__version__, "forward": forward,
-              "count_macs": macs, "goals": GOALS}
+              "count_macs": macs, "goals": GOALS, "summary": summary}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
