@@ -91,7 +91,8 @@ def main(args: argparse.Namespace) -> int:
                        crossover_prob=args.crossover_prob, nested=args.nested, luts=parse_luts(args.lut),
                        calib_batches=args.calib_batches, batch_size=args.batch_size, val_limit=args.val_limit,
                        measure_only=args.measure_only, measure_test=not args.no_test,
-                       grace_period=args.grace_period, stale_after=args.stale_after, progress=not args.quiet)
+                       grace_period=args.grace_period, heartbeat_interval=max(1, args.grace_period // 4),
+                       stale_after=args.stale_after, progress=not args.quiet)
     search(cfg)
     if not args.quiet:
         print(f"measurements: {storage} (open with: optuna-dashboard {storage})")

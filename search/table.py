@@ -166,8 +166,8 @@ def measure_arch(net, data, arch: Arch, calib_batches: int = 4, batch_size: int 
     """BN-calibrate ``arch`` on calibration images, then measure it on ``split``; the supernet's own BN
     statistics are restored afterwards."""
     r = arch.resolution
-    with net.active(arch), ofa.calibrate_bn(net, data.eval_loader("calib", r, batch_size=batch_size),
-                                            num_batches=calib_batches):
+    calib = data.eval_loader("calib", r, batch_size=batch_size, limit=calib_batches * batch_size)
+    with net.active(arch), ofa.calibrate_bn(net, calib, num_batches=calib_batches):
         return ofa.evaluate(net, data.eval_loader(split, r, batch_size=batch_size, limit=limit))
 
 

@@ -1,0 +1,172 @@
+"""Search without measuring: gene encoding, predictor quality, constrained NSGA-II, budgets and their errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import ofa
+from ofa import OFAError, SearchSpace
+from search.budgets import CostModel, load_devices, load_latency_tables, parse_budget
+from search.evolution import evolve, pareto_front
+from search.genes import GeneSpace, is_contained
+from search.predictor import Predictor, fit_predictor, kendall_tau
+
+
+@pytest.fixture(scope="module")
+def net():
+    return ofa.create_supernet("ofa_resnet_tiny")
+
+
+def test_encoding_round_trip_and_inactive_blocks_are_zero(net):
+    genes = GeneSpace(net.space)
+    archs = [net.space.sample(i) for i in range(200)] + [net.space.largest(), net.space.smallest()]
+    x = genes.encode(archs)
+    assert x.shape == (len(archs), genes.width)
+    assert [genes.decode(row) for row in x] == archs
+    for a, row in zip(archs, x):  # one slot per active gene, nothing for blocks beyond a stage's depth
+        active = 1 + (a.stem is not None) + sum(2 + d for d in a.depths)
+        assert row.sum() == active
+        for s, d in enumerate(a.depths):
+            for b in range(d, net.space.max_depths[s]):
+                g = genes[f"expand{s}.{b}"]
+                assert not row[genes.offsets[g.name]: genes.offsets[g.name] + len(g.choices)].any()
+
+
+def test_archs_differing_only_in_inactive_genes_are_one_arch(net):
+    genes = GeneSpace(net.space)
+    a = net.space.smallest()  # depth 1 everywhere: every second block is inactive
+    g1 = genes.genes_from_arch(a)
+    g2 = dict(g1, **{f"expand{s}.1": genes[f"expand{s}.1"].choices[-1] for s in range(3)})
+    assert g1 != g2
+    a1, a2 = genes.arch_from_genes(g1), genes.arch_from_genes(g2)
+    assert a1 == a2 == a and a1.key() == a2.key()
+    np.testing.assert_array_equal(genes.encode([a1]), genes.encode([a2]))
+    g3 = dict(g1, depth0=2)  # the same gene becomes active once the depth reaches it
+    assert genes.arch_from_genes(g3).key() != a.key()
+
+
+def _synthetic_accuracy(net, archs):
+    """A known accuracy-like function: log-MACs plus per-stage effects and one interaction."""
+    out = []
+    for a in archs:
+        macs = net.costs(a)[0]
+        out.append(50 + 6 * np.log(macs / 1e6) + 4 * a.widths[1] * a.depths[2] - 3 * sum(a.expands[0])
+                   + (2.0 if a.resolution == 24 else 0.0))
+    return np.array(out)
+
+
+def test_predictor_fits_a_known_function(net, tmp_path):
+    genes = GeneSpace(net.space)
+    archs = list({a.key(): a for a in (net.space.sample(i) for i in range(260))}.values())[:250]
+    y = _synthetic_accuracy(net, archs)
+    p = fit_predictor(genes, archs, y, family="mlp", epochs=80, patience=15, refit_all=False)
+    assert p.held_out["kendall_tau"] > 0.9, p.held_out
+    assert p.held_out["n"] == 50
+    fresh = [net.space.sample(10_000 + i) for i in range(100)]
+    assert kendall_tau(p.predict(fresh), _synthetic_accuracy(net, fresh)) > 0.85
+    p.save(tmp_path / "predictor.safetensors")
+    q = Predictor.load(tmp_path / "predictor.safetensors")
+    np.testing.assert_allclose(q.predict(fresh), p.predict(fresh), rtol=1e-6)
+    assert q.held_out == p.held_out
+    ridge = fit_predictor(genes, archs, y, family="ridge", refit_all=False)  # the second family, by name
+    assert ridge.family == "ridge" and 0 < ridge.held_out["kendall_tau"] <= 1
+    with pytest.raises(OFAError, match="unknown predictor 'gbm'; allowed"):
+        fit_predictor(genes, archs, y, family="gbm")
+
+
+def _small_space() -> SearchSpace:
+    return SearchSpace(resolutions=(16, 20), depths=((1, 2), (1, 2)), widths=((0.5, 1.0), (0.5, 1.0)),
+                       expands=((0.5, 1.0), (0.5, 0.75, 1.0)))
+
+
+def _enumerate(space: SearchSpace):
+    for r, d0, d1, w0, w1 in itertools.product(space.resolutions, *space.depths, *space.widths):
+        for e0 in itertools.product(space.expands[0], repeat=d0):
+            for e1 in itertools.product(space.expands[1], repeat=d1):
+                yield space.arch_from_dict({"resolution": r, "depths": [d0, d1], "widths": [w0, w1],
+                                            "expands": [list(e0), list(e1)]})
+
+
+def test_constrained_search_finds_the_enumerable_optimum_and_never_exceeds_the_budget():
+    space = _small_space()
+    genes = GeneSpace(space)
+
+    def cost(a):  # MACs-like: grows with resolution, width, depth and expand (later blocks cost more)
+        return (a.resolution / 16) ** 2 * sum(
+            a.widths[s] * sum((1 + 0.2 * b) * (0.5 + e) for b, e in enumerate(a.expands[s])) for s in range(2))
+
+    def value(a):  # accuracy-like, with a penalty so that the costliest feasible arch is not simply the best
+        return np.log(cost(a)) + 0.7 * a.widths[0] - 0.4 * (a.depths[1] == 2 and a.expands[1][-1] == 0.75)
+
+    archs = list(_enumerate(space))
+    assert len(archs) == space.size() == len({a.key() for a in archs})
+    budget = float(np.median([cost(a) for a in archs]))
+    feasible = sorted((a for a in archs if cost(a) <= budget), key=value)
+    optimum = feasible[-1]
+    assert value(feasible[-2]) < value(optimum)  # one known optimum
+    res = evolve(genes, lambda batch: np.array([value(a) for a in batch]), generations=30, population=24,
+                 violations=lambda a: [cost(a) / budget - 1], seeds=[space.largest(), space.smallest()], seed=1)
+    best = res.best()
+    assert best.arch == optimum
+    assert cost(best.arch) <= budget
+    assert all((cost(e.arch) <= budget) == e.feasible for e in res.evaluated.values())
+    assert any(not e.feasible for e in res.evaluated.values())  # the largest seed is over budget: excluded
+    assert res.history == sorted(res.history)  # best-so-far per generation, logged for convergence
+    front = pareto_front([(cost(a), value(a), a) for a in archs])
+    assert all(f1[0] < f2[0] and f1[1] < f2[1] for f1, f2 in zip(front, front[1:]))
+
+
+def test_nested_gene_space_only_holds_contained_archs(net):
+    genes = GeneSpace(net.space)
+    parent = net.space.sample(3)
+    inner = genes.contained_in(parent)
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        g = {x.name: x.choices[rng.integers(len(x.choices))] for x in inner.genes}
+        child = inner.arch_from_genes(g)
+        assert is_contained(child, parent) and net.costs(child)[1] <= net.costs(parent)[1]
+    assert is_contained(net.space.smallest(), parent) and not is_contained(net.space.largest(), parent) \
+        or parent == net.space.largest()
+
+
+def test_budgets_parse_and_impossible_budgets_name_the_smallest_cost(net, tmp_path):
+    b = parse_budget("phone:macs=4M,params=0.3M")
+    assert (b.name, b.macs, b.params) == ("phone", 4_000_000, 300_000)
+    assert parse_budget("macs=2.5M").name == "macs_2.5M"
+    costs = CostModel(net)
+    costs.check_feasible([b])
+    with pytest.raises(OFAError, match=r"below the smallest subnet \(0.9\d*M\); allowed: macs >= 0.9"):
+        costs.check_feasible([parse_budget("tiny:macs=0.5M")])
+    with pytest.raises(OFAError, match="params"):
+        costs.check_feasible([parse_budget("params=10k")])
+    for bad, msg in (("flops=3M", "unknown budget kind 'flops'"), ("macs=abc", "expected a number"),
+                     ("macs", "expected KIND=VALUE"), ("latency_ms=5", "names its device")):
+        with pytest.raises(OFAError, match=msg):
+            parse_budget(bad)
+    with pytest.raises(OFAError, match="unknown device 'pixel9'.*known devices"):
+        load_latency_tables([parse_budget("latency_ms=5@pixel9")], tmp_path)
+    yaml_path = tmp_path / "devices.yaml"
+    yaml_path.write_text("devices:\n  mcu: {params: 0.2M}\n  phone: {macs: 8M, params: 1M}\n")
+    assert [(d.name, d.macs, d.params) for d in load_devices(yaml_path)] == [("mcu", None, 200_000),
+                                                                            ("phone", 8_000_000, 1_000_000)]
+    yaml_path.write_text("devices:\n  mcu: {ram: 1M}\n")
+    with pytest.raises(OFAError, match="unknown budget kind 'ram'; allowed"):
+        load_devices(yaml_path)
+
+
+def test_cli_reports_impossible_budgets_and_unknown_devices(tmp_path, capsys):
+    from ofa.cli import main
+
+    run = tmp_path / "run"
+    ofa.save(ofa.create_supernet("ofa_resnet_tiny"), run / "supernet.safetensors")
+    assert main(["search", str(run), "--budget", "macs=100k"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: device 'macs_100k': budget macs=0.1M is below the smallest")
+    assert main(["search", str(run), "--budget", "latency_ms=3@phone"]) == 2
+    assert "unknown device 'phone'" in capsys.readouterr().err
+    assert main(["search", str(run)]) == 2
+    assert "no budget given" in capsys.readouterr().err
+    assert not (run / "search").exists()  # nothing half-written
