@@ -12,7 +12,7 @@ from .errors import OFAError
 _SUPERNETS: dict[str, tuple[type, dict[str, Any]]] = {}
 _FAMILIES: dict[str, type] = {}
 _STATIC: dict[str, type] = {}
-BUILTIN_FAMILIES = ("ofa.resnet",)
+BUILTIN_FAMILIES = ("ofa.resnet", "ofa.mbv3")
 
 
 def _ensure_builtin() -> None:

@@ -100,7 +100,11 @@ def from_timm(model: str | nn.Module, checkpoint_path: str | None = None, num_cl
     import timm
 
     from .resnet import OFAResNet
+    from .timm_mbv3 import from_timm_mbconv, handles
 
+    if isinstance(model, (str, nn.Module)) and handles(model):  # MobileNetV3 / EfficientNet: ofa/timm_mbv3.py
+        return from_timm_mbconv(model, checkpoint_path, num_classes, in_chans, resolutions, width_mults,
+                                stem_mults, expand_fractions, depth_choices, divisor)
     name = model if isinstance(model, str) else getattr(model, "default_cfg", {}).get("architecture", "instance")
     if isinstance(model, str):
         model = _create(model, checkpoint_path, in_chans)
