@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(func=cmd_info)
 
+    train = sub.add_parser("train", help="train one supernet through every phase of a config")
+    try:  # train/cli.py imports only argparse at module level
+        _own_module("train.cli").add_arguments(train)
+    except (ImportError, OFAError):  # shadowed by a user's train.py: report it when the subcommand runs
+        train.add_argument("rest", nargs=argparse.REMAINDER)
+        train.set_defaults(func=lambda a: (_own_module("train"), _own_module("train.cli")) and 2)
+
     search = sub.add_parser("search", help="the best subnet per device budget (accuracy table, predictor, NSGA-II)")
     try:  # search/cli.py imports only argparse at module level, so `ofa --help` stays instant
         _own_module("search.cli").add_arguments(search)

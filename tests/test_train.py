@@ -1,0 +1,169 @@
+"""train: the whole tiny schedule, sandwich semantics, exact resume, non-finite loss, clear errors."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+import ofa
+from ofa import OFAError
+from ofa.cli import main as cli_main
+from train.config import phase_space, read_config, resolve_config
+from train.data import load_run_data
+from train.sandwich import sample_subnets, sandwich_backward, soft_kl
+from train.trainer import NonFiniteLossError, train
+
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.yaml"
+
+
+def small_config(**changes) -> dict:
+    """The shipped tiny config, shrunk to a few steps per phase on small batches."""
+    config = read_config(CONFIG)
+    config.update(batch_size=16, max_steps_per_epoch=2, num_random=1, checkpoint_every=2,
+                  eval={"calib_images": 32, "val_images": 48, "batch_size": 48})
+    for phase in config["phases"]:
+        phase["epochs"] = 1
+        phase["warmup_epochs"] = 0
+    config.update(changes)
+    return config
+
+
+def test_whole_tiny_schedule_writes_the_run_directory(tmp_path):
+    run = tmp_path / "run"
+    result = train(small_config(), run, progress=False)
+    phases = [p["name"] for p in read_config(CONFIG)["phases"]]
+    assert result.global_step == 2 * len(phases)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert recorded["supernet"]["name"] == "ofa_resnet_tiny" and recorded["supernet"]["num_classes"] == 10
+    assert recorded["data"]["spec"] == "mnist5k"
+    assert [r["phase"] for r in result.metrics][::3] == phases  # largest, middle, smallest per epoch
+    assert {r["subnet"] for r in result.metrics} == {"largest", "middle", "smallest"}
+    assert all(0.0 <= float(r["val_top1"]) <= 100.0 for r in result.metrics)
+    net = ofa.load(run / "supernet.safetensors")
+    assert net.data_config == load_run_data(run).data_config  # the one eval preprocessing travels with it
+    assert len(list((run / "checkpoints").glob("step*.pt"))) == 2  # the last two kept
+    ckpt = torch.load(sorted((run / "checkpoints").glob("step*.pt"))[-1], weights_only=True)
+    assert ckpt["sorted_phases"] == [2, 3]  # channel sorting before the expand and the width phase
+    smallest = net.space.smallest()
+    with net.active(smallest):
+        assert net(torch.randn(2, 1, smallest.resolution, smallest.resolution)).shape == (2, 10)
+
+
+def test_subnets_depend_only_on_seed_and_step(tiny):
+    space = phase_space(tiny.space, resolve_config(small_config())["phases"][3])
+    a = sample_subnets(space, seed=0, global_step=7, num_random=2)
+    assert a == sample_subnets(space, seed=0, global_step=7, num_random=2)
+    assert a[0] == space.largest() and a[1] == space.smallest() and len(a) == 4
+    assert any(sample_subnets(space, 0, s, 2)[2:] != a[2:] for s in range(8, 12))
+    full_only = phase_space(tiny.space, {"name": "x", "space": {}})
+    assert sample_subnets(full_only, 0, 0, 2) == [tiny.space.largest()]
+
+
+def test_sandwich_step_losses_and_accumulated_gradients(tiny):
+    torch.manual_seed(0)
+    tiny.train()
+    archs = sample_subnets(tiny.space, seed=1, global_step=0, num_random=1)
+    x, y = torch.randn(6, 1, 32, 32), torch.randint(0, 10, (6,))
+    result = sandwich_backward(tiny, tiny, archs, x, y, label_smoothing=0.1)
+    together = {n: p.grad.clone() for n, p in tiny.named_parameters() if p.grad is not None}
+    assert tiny.active_arch == archs[0] and len(result.losses) == len(archs) == 3
+    # the same losses and gradients, computed one subnet at a time by hand
+    tiny.zero_grad()
+    with torch.no_grad(), tiny.active(archs[0]):
+        target = tiny(x)
+    summed: dict[str, torch.Tensor] = {}
+    for i, arch in enumerate(archs):
+        tiny.zero_grad()
+        with tiny.active(arch):
+            logits = tiny(F.interpolate(x, size=arch.resolution, mode="bilinear", antialias=True))
+        loss = F.cross_entropy(logits, y, label_smoothing=0.1) if i == 0 else soft_kl(logits, target)
+        assert torch.allclose(loss, result.losses[i], atol=1e-5)
+        loss.backward()
+        for n, p in tiny.named_parameters():
+            if p.grad is not None:
+                summed[n] = summed.get(n, 0) + p.grad
+    assert set(summed) == set(together)
+    for n in summed:
+        assert torch.allclose(summed[n], together[n], atol=1e-5), n
+    # the smallest subnet contributed: the first channels of the last stage's conv got gradient from all three
+    assert result.losses[1] > 0 and result.losses[2] > 0
+
+
+def test_one_optimizer_step_per_batch(tmp_path, monkeypatch):
+    calls = []
+    original = torch.optim.SGD.step
+
+    def counting_step(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counting_step)
+    config = small_config(phases=[{"name": "all", "epochs": 1, "lr": 0.01, "resolutions": "all",
+                                   "depths": "all", "widths": "all", "expands": "all", "stem": "all"}])
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.global_step == 2 and len(calls) == 2
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    config = small_config(num_workers=2, max_steps_per_epoch=3, kd_ratio=0.5)
+    config["phases"] = [config["phases"][0], config["phases"][2]]  # full (teacher), then expand (sorting)
+    straight = train(copy.deepcopy(config), tmp_path / "straight", progress=False)
+
+    def interrupt(trainer):
+        if trainer.pos["global_step"] == 4:  # mid-way through the second phase, between checkpoints
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(copy.deepcopy(config), tmp_path / "resumed", progress=False, on_step=interrupt)
+    assert not (tmp_path / "resumed" / "supernet.safetensors").exists()
+    resumed = train(resume=tmp_path / "resumed", progress=False)
+    assert resumed.global_step == straight.global_step == 6
+    a = ofa.load(tmp_path / "straight" / "supernet.safetensors").state_dict()
+    b = ofa.load(tmp_path / "resumed" / "supernet.safetensors").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    def rows(result):  # every evaluation once, with the same numbers (throughput aside)
+        return [{k: v for k, v in r.items() if k != "images_per_s"} for r in result.metrics]
+
+    assert rows(resumed) == rows(straight)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+    config = small_config(phases=[{"name": "full", "epochs": 1, "lr": 0.01}], max_steps_per_epoch=4)
+    run = tmp_path / "run"
+
+    def poison(trainer):
+        if trainer.pos["global_step"] == 2:  # right after the step-2 checkpoint
+            with torch.no_grad():
+                for p in trainer.net.parameters():
+                    p.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match="loss became nan.*last good checkpoint.*step000000002"):
+        train(config, run, progress=False, on_step=poison)
+    ckpts = sorted((run / "checkpoints").glob("step*.pt"))
+    assert [c.name for c in ckpts] == ["step000000002.pt"]
+    state = torch.load(ckpts[0], weights_only=True)
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert not (run / "supernet.safetensors").exists()
+
+
+def test_clear_errors(tmp_path, capsys):
+    with pytest.raises(OFAError, match="unknown supernet 'ofa_nope'"):
+        train(small_config(supernet={"name": "ofa_nope"}), tmp_path / "a", progress=False)
+    with pytest.raises(OFAError, match="data path .*missing.* does not exist"):
+        train(small_config(data={"spec": f"imagefolder:{tmp_path / 'missing'}"}), tmp_path / "b", progress=False)
+    bad = small_config()
+    bad["phases"][1]["depths"] = [1, 5]
+    with pytest.raises(OFAError, match=r"phase 'depth': depths value 5 is not in the space; allowed: \[1, 2\]"):
+        train(bad, tmp_path / "c", progress=False)
+    assert not (tmp_path / "c" / "config.yaml").exists()
+    with pytest.raises(OFAError, match="has no checkpoint|not a run directory"):
+        train(resume=tmp_path / "c", progress=False)
+    config_path = tmp_path / "bad.yaml"
+    config_path.write_text(yaml.safe_dump(bad))
+    assert cli_main(["train", "--config", str(config_path), "--out", str(tmp_path / "d")]) == 2
+    assert "error: phase 'depth'" in capsys.readouterr().err

@@ -1,0 +1,420 @@
+"""The training loop: progressive shrinking phases of sandwich steps, on accelerate, with exact resume.
+
+``train(config, out)`` trains one supernet through every phase of a config and writes the run directory
+(config.yaml, supernet.safetensors + supernet.json, metrics.csv, checkpoints/). ``train(resume=RUN)`` continues
+from the last checkpoint so that the rest of the run is what it would have been without the interruption: the
+batches, augmentations and sampled subnets are functions of (seed, epoch, index, step), not of process state.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+import ofa
+from ofa.errors import OFAError
+from ofa.io import atomic_write
+from ofa.space import Arch, SearchSpace
+
+from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import phase_space, read_config, resolve_config, widens
+from .data import Data, load_data
+from .metrics import MetricsLog
+from .sandwich import sample_subnets, sandwich_backward
+
+
+class NonFiniteLossError(OFAError):
+    """The loss became NaN or infinite; the run stopped and its last good checkpoint is untouched."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    supernet_path: Path
+    global_step: int
+    metrics: list[dict[str, Any]]
+    is_main_process: bool = True
+
+
+def middle_arch(space: SearchSpace) -> Arch:
+    """The arch taking the middle choice of every dimension (a representative mid-size subnet)."""
+    def mid(choices):
+        return sorted(choices)[len(choices) // 2]
+
+    d: dict[str, Any] = {"resolution": mid(space.resolutions),
+                         "depths": [mid(c) for c in space.depths], "widths": [mid(c) for c in space.widths]}
+    d["expands"] = [[mid(space.expands[s])] * d["depths"][s] for s in range(space.num_stages)]
+    if space.stem is not None:
+        d["stem"] = mid(space.stem)
+    if space.kernels is not None:
+        d["kernels"] = [[mid(space.kernels[s])] * d["depths"][s] for s in range(space.num_stages)]
+    return space.arch_from_dict(d)
+
+
+def build_supernet(config: dict[str, Any], data: Data) -> nn.Module:
+    """The supernet a config names, sized to the data's classes and channels."""
+    if "timm" in config:
+        entry = dict(config["timm"])
+        name = entry.pop("name")
+        entry.pop("skip_first_phase", None)
+        net = ofa.from_timm(name, num_classes=data.num_classes, in_chans=data.in_chans, **entry)
+        if net.in_chans != data.in_chans:
+            raise OFAError(f"timm model {name!r} takes {net.in_chans} input channels but the data "
+                           f"{data.name!r} has {data.in_chans}")
+        return net
+    entry = dict(config["supernet"])
+    name = entry.pop("name")
+    for key, value in (("num_classes", data.num_classes), ("in_chans", data.in_chans)):
+        given = entry.pop(key, value)
+        if given != value:
+            raise OFAError(f"supernet {key}={given} but the data {data.name!r} has {value}; "
+                           f"leave {key} out of the config (it comes from the data)")
+    return ofa.create_supernet(name, num_classes=data.num_classes, in_chans=data.in_chans, **entry)
+
+
+def state_hash(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for key, t in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _make_accelerator(config: dict[str, Any]):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Elastic depth leaves whole blocks unused by a subnet: DDP must not wait for their gradients.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # cpu=True when no GPU exists, so that `torchrun --nproc_per_node N` on CPU forms one gloo group.
+    cpu = bool(config["cpu"]) or not torch.cuda.is_available()
+    return Accelerator(cpu=cpu, mixed_precision=config["mixed_precision"], kwargs_handlers=[ddp],
+                       gradient_accumulation_steps=config["gradient_accumulation_steps"])
+
+
+class Trainer:
+    """One run: the config, the data, the supernet and the position in the schedule."""
+
+    def __init__(self, config: dict[str, Any], run_dir: Path, resume: bool = False, progress: bool = True,
+                 on_step: Callable[[Trainer], None] | None = None) -> None:
+        self.config, self.run_dir, self.progress, self.on_step = config, run_dir, progress, on_step
+        self.seed = int(config["seed"])
+        torch.manual_seed(self.seed)
+        d = config["data"]
+        self.data = load_data(d["spec"], root=d["root"], seed=d["seed"], download=d["download"],
+                              augment=d.get("augment"))
+        self.net = build_supernet(config, self.data)
+        self.net.data_config = copy.deepcopy(self.data.data_config)
+        self.phases = config["phases"]
+        self.spaces = [phase_space(self.net.space, p) for p in self.phases]  # checks every phase up front
+        self.accelerator = _make_accelerator(config)
+        self.main = self.accelerator.is_main_process
+        self.resolution = max(self.net.space.resolutions)  # the loader's; subnets resize on the fly
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.steps_per_epoch = len(self.data.splits["train"][1]) // (config["batch_size"] * self.world)
+        if config["max_steps_per_epoch"]:
+            self.steps_per_epoch = min(self.steps_per_epoch, int(config["max_steps_per_epoch"]))
+        if self.steps_per_epoch < 1:
+            raise OFAError(f"the training split ({self.data.split_sizes['train']} images) is smaller than one "
+                           f"global batch ({config['batch_size']} x {self.world} processes); lower batch_size")
+        self.metrics = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
+        self.teacher: nn.Module | None = None
+        self.sorted_phases: list[int] = []
+        # where the run is; the epoch's running loss travels with it so a resumed epoch reports the same mean
+        self.pos = {"phase": 0, "epoch": 0, "batch": 0, "global_step": 0, "phase_step": 0,
+                    "loss_sum": 0.0, "loss_n": 0}
+        self.subnet_log: list[list[str]] = []
+        self.checkpoint: dict[str, Any] | None = None
+        if resume:
+            path = latest_checkpoint(run_dir)
+            if path is None:
+                raise OFAError(f"{run_dir} has no checkpoint to resume from (checkpoints/ is empty); start a new "
+                               "run with --out")
+            self.checkpoint = load_checkpoint(path)
+            self.checkpoint_path = path
+            self._restore(self.checkpoint)
+        elif "timm" in config and config["timm"].get("skip_first_phase"):
+            if self.net.origin.get("checkpoint_path") and self._head_fits():
+                self.pos["phase"] = 1
+                self._make_teacher()
+            elif self.main:
+                print("note: timm.skip_first_phase ignored: the pretrained head does not fit the data's "
+                      f"{self.data.num_classes} classes, so the first phase fine-tunes it", file=sys.stderr)
+        self.model = self.accelerator.prepare_model(self.net)
+
+    def _head_fits(self) -> bool:
+        import safetensors.torch
+
+        path = self.net.origin["checkpoint_path"]
+        try:
+            fc = safetensors.torch.load_file(path).get("fc.weight")
+        except Exception:
+            fc = torch.load(path, map_location="cpu", weights_only=True).get("fc.weight")
+        return fc is not None and fc.shape[0] == self.data.num_classes
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.net.load_state_dict(ckpt["model"])
+        self.pos = dict(ckpt["position"])
+        self.sorted_phases = list(ckpt["sorted_phases"])
+        if ckpt.get("teacher") is not None:
+            self._make_teacher(ckpt["teacher"])
+        set_rng_state(ckpt["rng"])
+        self.metrics.truncate(int(ckpt["metrics_rows"]))
+
+    def _make_teacher(self, state: dict | None = None) -> None:
+        if float(self.config["kd_ratio"]) <= 0:
+            return
+        teacher = copy.deepcopy(self.net)
+        if state is not None:
+            teacher.load_state_dict(state)
+        teacher.set_active(teacher.space.largest())
+        self.teacher = teacher.eval().requires_grad_(False).to(self.accelerator.device)
+
+    # -- phases ------------------------------------------------------------------------------------------------
+    def _start_phase(self, p: int):
+        """Sort channels if this phase widens the width (once: recorded), then a fresh optimizer + scheduler."""
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+
+        phase, cfg = self.phases[p], self.config
+        if p > 0 and p not in self.sorted_phases and widens(self.spaces[p - 1], self.spaces[p]):
+            batches = None
+            if cfg["sort_criterion"] == "taylor":  # the same calibration images on every process
+                batches = [(x.to(self.accelerator.device), y.to(self.accelerator.device))
+                           for x, y in self.data.eval_loader("calib", self.resolution, batch_size=64, limit=256)]
+            with torch.no_grad() if cfg["sort_criterion"] != "taylor" else torch.enable_grad():
+                ofa.sort_channels(self.net, cfg["sort_criterion"], batches=batches)
+            self.sorted_phases.append(p)
+        opt_args = dict(cfg["optimizer"])
+        optimizer = create_optimizer_v2(self.net, lr=float(phase["lr"]), **opt_args)
+        sched_args = dict(cfg["scheduler"])
+        scheduler, _ = create_scheduler_v2(optimizer, num_epochs=phase["epochs"],
+                                           warmup_epochs=phase["warmup_epochs"], step_on_epochs=False,
+                                           updates_per_epoch=self.steps_per_epoch, **sched_args)
+        optimizer = self.accelerator.prepare_optimizer(optimizer)
+        self.optimizer_phase = p
+        return optimizer, scheduler
+
+    def _checkpoint_state(self, optimizer, scheduler) -> dict[str, Any]:
+        scaler = self.accelerator.scaler
+        return {"model": self.net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+                "optimizer_phase": self.optimizer_phase, "position": dict(self.pos),
+                "sorted_phases": list(self.sorted_phases), "rng": rng_state(),
+                "metrics_rows": self.metrics.rows_written, "world_size": self.world}
+
+    def _save(self, optimizer, scheduler) -> None:
+        if self.main:
+            self.checkpoint_path = save_checkpoint(self.run_dir, self.pos["global_step"],
+                                                   self._checkpoint_state(optimizer, scheduler),
+                                                   keep=self.config["keep_checkpoints"])
+        self.accelerator.wait_for_everyone()
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def evaluate_epoch(self, p: int, epoch: int, train_loss: float, lr: float, images_per_s: float) -> None:
+        if not self.main:
+            return
+        space, ev = self.spaces[p], self.config["eval"]
+        largest = self.net.space.largest()
+        picks = [("largest", space.largest()), ("middle", middle_arch(space)), ("smallest", space.smallest())]
+        seen = set()
+        for label, arch in picks:
+            if arch in seen:
+                continue
+            seen.add(arch)
+            val = self.data.eval_loader("val", arch.resolution, batch_size=ev["batch_size"], limit=ev["val_images"])
+            with self.net.active(arch):
+                if arch == largest:  # the stored statistics are the largest arch's
+                    m = ofa.evaluate(self.net, val)
+                else:
+                    calib = self.data.eval_loader("calib", arch.resolution, batch_size=ev["batch_size"],
+                                                  limit=ev["calib_images"])
+                    with ofa.calibrate_bn(self.net, calib):
+                        m = ofa.evaluate(self.net, val)
+            macs, _ = self.net.costs(arch)
+            self.metrics.append({"phase": self.phases[p]["name"], "epoch": epoch + 1,
+                                 "step": self.pos["global_step"], "subnet": label, "resolution": arch.resolution,
+                                 "macs": macs, "val_loss": round(m.loss, 5), "val_top1": round(m.top1, 3),
+                                 "ci_low": round(m.ci_low, 3), "ci_high": round(m.ci_high, 3),
+                                 "train_loss": round(train_loss, 5), "lr": lr,
+                                 "images_per_s": round(images_per_s, 1), "arch": arch.to_json()})
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        from tqdm import tqdm
+
+        cfg, acc = self.config, self.accelerator
+        bs = cfg["batch_size"]
+        resumed = self.checkpoint is not None
+        while self.pos["phase"] < len(self.phases):
+            p = self.pos["phase"]
+            phase, space = self.phases[p], self.spaces[p]
+            optimizer, scheduler = self._start_phase(p)
+            if resumed and self.checkpoint["optimizer_phase"] == p:
+                optimizer.load_state_dict(self.checkpoint["optimizer"])
+                scheduler.load_state_dict(self.checkpoint["scheduler"])
+                if acc.scaler is not None and self.checkpoint.get("scaler"):
+                    acc.scaler.load_state_dict(self.checkpoint["scaler"])
+            resumed = False
+            self.model.train()
+            while self.pos["phase"] == p and self.pos["epoch"] < phase["epochs"]:
+                epoch = self.pos["epoch"]
+                data_epoch = sum(ph["epochs"] for ph in self.phases[:p]) + epoch  # a new order every epoch
+                loader = self.data.train_loader(self.resolution, bs, seed=self.seed, epoch=data_epoch,
+                                                rank=self.rank, world=self.world, start=self.pos["batch"],
+                                                num_workers=cfg["num_workers"], augment=cfg["augment"])
+                bar = tqdm(total=self.steps_per_epoch, initial=self.pos["batch"], leave=False, dynamic_ncols=True,
+                           desc=f"{phase['name']} {epoch + 1}/{phase['epochs']}",
+                           disable=not (self.progress and self.main))
+                t0, images = time.perf_counter(), 0
+                for images_batch, labels in loader:
+                    if self.pos["batch"] >= self.steps_per_epoch:
+                        break
+                    loss = self._step(space, optimizer, scheduler, images_batch, labels)
+                    self.pos["loss_sum"] += loss
+                    self.pos["loss_n"] += 1
+                    images += len(labels) * self.world
+                    rate = images / max(time.perf_counter() - t0, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}")
+                    if self.pos["global_step"] % cfg["checkpoint_every"] == 0 \
+                            and self.pos["batch"] < self.steps_per_epoch:
+                        self._save(optimizer, scheduler)
+                    if self.on_step is not None:
+                        try:
+                            self.on_step(self)
+                        except KeyboardInterrupt:
+                            self._save(optimizer, scheduler)  # a step boundary: the state is consistent
+                            raise
+                bar.close()
+                lr = optimizer.param_groups[0]["lr"]
+                train_loss = self.pos["loss_sum"] / max(self.pos["loss_n"], 1)
+                self.pos.update(epoch=self.pos["epoch"] + 1, batch=0, loss_sum=0.0, loss_n=0)
+                self.evaluate_epoch(p, epoch, train_loss, lr, images / max(time.perf_counter() - t0, 1e-9))
+                if self.pos["epoch"] == phase["epochs"]:
+                    self._end_phase(p)
+                self._save(optimizer, scheduler)
+        return self._finish()
+
+    def _end_phase(self, p: int) -> None:
+        if p == 0 and self.teacher is None:
+            self._make_teacher()  # the full network, frozen, teaches every later phase
+        self.pos.update(phase=p + 1, epoch=0, batch=0, phase_step=0)
+
+    def _step(self, space: SearchSpace, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor) -> float:
+        cfg, acc = self.config, self.accelerator
+        images, labels = images.to(acc.device), labels.to(acc.device)
+        archs = sample_subnets(space, self.seed, self.pos["global_step"], cfg["num_random"])
+        if cfg["log_subnets"]:
+            self.subnet_log.append([a.key() for a in archs])
+        with acc.accumulate(self.model):
+            result = sandwich_backward(self.model, self.net, archs, images, labels,
+                                       label_smoothing=float(cfg["label_smoothing"]), teacher=self.teacher,
+                                       kd_ratio=float(cfg["kd_ratio"]), temperature=float(cfg["kd_temperature"]),
+                                       accelerator=acc)
+            total = result.total
+            if self.world > 1:  # every process must agree to stop
+                total = acc.reduce(total, reduction="mean")
+            if not math.isfinite(float(total)):
+                optimizer.zero_grad(set_to_none=True)
+                where = (f"phase {self.phases[self.pos['phase']]['name']!r}, epoch {self.pos['epoch'] + 1}, "
+                         f"step {self.pos['global_step'] + 1}")
+                last = getattr(self, "checkpoint_path", None)
+                raise NonFiniteLossError(
+                    f"the loss became {float(total)} at {where} (subnets {[a.key() for a in archs]}); stopped "
+                    f"without writing anything; last good checkpoint: {last or 'none yet'}. Lower that phase's "
+                    f"lr, add warmup_epochs, or use mixed_precision: no, then resume with `ofa train --resume "
+                    f"{self.run_dir}`")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        self.pos["batch"] += 1
+        self.pos["global_step"] += 1
+        self.pos["phase_step"] += 1
+        scheduler.step_update(num_updates=self.pos["phase_step"])
+        return float(total)
+
+    def _finish(self) -> TrainResult:
+        acc = self.accelerator
+        self.net.set_active(self.net.space.largest())
+        self.net.data_config = copy.deepcopy(self.data.data_config)
+        weights = self.run_dir / "supernet.safetensors"
+        if self.main:
+            ofa.save(self.net, weights)
+        if self.config["log_subnets"]:
+            log = {"rank": self.rank, "world_size": self.world, "final_weights_sha256": state_hash(self.net),
+                   "subnets": self.subnet_log}
+            path = self.run_dir / "logs" / f"rank{self.rank}.json"
+            atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(log)))
+        acc.wait_for_everyone()
+        acc.end_training()
+        return TrainResult(self.run_dir, weights, self.pos["global_step"], self.metrics.read() if self.main else [],
+                           self.main)
+
+
+def _write_config(run_dir: Path, config: dict[str, Any], net: nn.Module) -> None:
+    first = ("supernet", "timm", "data", "phases")  # the entries a reader looks for, on top
+    record = {k: copy.deepcopy(config[k]) for k in first if k in config}
+    record.update({k: copy.deepcopy(v) for k, v in config.items() if k not in first})
+    if "supernet" in record:
+        record["supernet"].update(num_classes=net.num_classes, in_chans=net.in_chans)
+    else:  # a timm start: record what it became, too
+        record["supernet"] = {"name": net.name, "num_classes": net.num_classes, "in_chans": net.in_chans,
+                              "from_timm": record["timm"]["name"]}
+    text = yaml.safe_dump(record, sort_keys=False)
+    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
+
+
+def train(config: dict[str, Any] | str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+          resume: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, progress: bool = True,
+          on_step: Callable[[Trainer], None] | None = None) -> TrainResult:
+    """Train a supernet through every phase of ``config`` into the run directory ``out``; or, with
+    ``resume=RUN``, continue RUN from its last checkpoint (with RUN's own config.yaml).
+
+    ``overrides`` replaces top-level config entries (e.g. ``{"mixed_precision": "bf16"}``). ``on_step`` is called
+    after every optimizer step with the Trainer (``.pos``: phase, epoch, batch, global_step; ``.net``).
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        if config is not None:
+            raise OFAError("--resume continues a run with its own config.yaml; do not pass --config as well")
+        if not (run_dir / "config.yaml").is_file():
+            raise OFAError(f"{run_dir} is not a run directory (no config.yaml); start a run with --config and --out")
+        raw = read_config(run_dir / "config.yaml")
+        if "timm" in raw:
+            raw.pop("supernet", None)  # recorded for readers; the run is rebuilt from its timm entry
+    else:
+        if config is None or out is None:
+            raise OFAError("give --config CONFIG and --out RUN (or --resume RUN)")
+        raw = read_config(config) if not isinstance(config, dict) else copy.deepcopy(config)
+        run_dir = Path(out)
+        if (run_dir / "config.yaml").exists() or (run_dir / "checkpoints").exists():
+            raise OFAError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
+                           "another --out")
+    if overrides:
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+    resolved = resolve_config(raw)
+    trainer = Trainer(resolved, run_dir, resume=resume is not None, progress=progress, on_step=on_step)
+    if resume is None and trainer.main:
+        _write_config(run_dir, resolved, trainer.net)
+    trainer.accelerator.wait_for_everyone()
+    try:
+        return trainer.run()
+    except KeyboardInterrupt:
+        if trainer.main:
+            print(f"interrupted; the last checkpoint is in {run_dir / 'checkpoints'}: continue with "
+                  f"`ofa train --resume {run_dir}`", file=sys.stderr)
+        raise
