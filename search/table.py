@@ -99,12 +99,18 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 60)
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}  # several local workers wait for the file lock
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat args
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                          grace_period=grace_period)
-    except ImportError as e:
-        raise OFAError(f"storage {url!r} needs a database driver that is not installed ({e}); "
-                       "e.g. pip install psycopg2-binary for PostgreSQL") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                              heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        except ImportError as e:
+            raise OFAError(f"storage {url!r} needs a database driver that is not installed ({e}); "
+                           "e.g. pip install psycopg2-binary for PostgreSQL") from None
+        except Exception:  # workers started together race to create the schema: the loser retries
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def _has_heartbeat(storage) -> bool:

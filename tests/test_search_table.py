@@ -1,0 +1,136 @@
+"""Measuring for real on mnist5k: shared workers on one Optuna storage, a killed worker, the whole `ofa search`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+import ofa
+from search.table import STUDY_NAME, measure_table, plan_archs, read_table
+
+MEASURE = ["--val-limit", "48", "--calib-batches", "1", "--batch-size", "48", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run directory as `ofa train` writes it: a tiny supernet trained a few SGD steps on mnist5k."""
+    from train.data import load_data
+
+    run = tmp_path_factory.mktemp("run")
+    data = load_data("mnist5k", seed=0)
+    torch.manual_seed(0)
+    net = ofa.create_supernet("ofa_resnet_tiny", num_classes=data.num_classes, in_chans=data.in_chans)
+    net.data_config = dict(data.data_config)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    net.train()
+    for step, (x, y) in enumerate(data.train_loader(32, 32, seed=0, epoch=0, augment=False)):
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        if step == 5:
+            break
+    ofa.save(net.eval(), run / "supernet.safetensors")
+    (run / "config.yaml").write_text(yaml.safe_dump({"supernet": {"name": "ofa_resnet_tiny"},
+                                                     "data": {"spec": "mnist5k", "seed": 0}}))
+    return run
+
+
+def _worker(run, storage, size, grace=60):
+    return subprocess.Popen([sys.executable, "-m", "ofa.cli", "search", str(run), "--measure-only", "--storage",
+                             storage, "--table-size", str(size), "--grace-period", str(grace), *MEASURE],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _trials(storage):
+    import optuna
+
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage).get_trials(deepcopy=False)
+
+
+def test_two_workers_share_one_table_without_duplicates(run, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    workers = [_worker(run, storage, 8) for _ in range(2)]
+    outputs = [w.communicate(timeout=240)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    rows = read_table(storage)
+    net = ofa.load(run / "supernet.safetensors")
+    assert sorted(r["key"] for r in rows) == sorted(a.key() for a in plan_archs(net, 8, seed=0))
+    complete = [t for t in _trials(storage) if t.state.name == "COMPLETE"]
+    assert len(complete) == 8  # every arch measured exactly once, across both workers
+    assert all(0 <= r["top1"] <= 100 and r["n"] == 48 for r in rows)
+
+
+def test_killed_worker_loses_nothing_and_its_arch_is_reclaimed(run, tmp_path):
+    from train.data import load_run_data
+
+    storage = f"sqlite:///{tmp_path / 'killed.db'}"
+    worker = _worker(run, storage, 6, grace=2)
+    deadline = time.time() + 180
+    killed_while_running = False
+    while time.time() < deadline and worker.poll() is None:
+        try:
+            trials = _trials(storage)
+        except Exception:  # the study does not exist yet
+            time.sleep(0.2)
+            continue
+        states = [t.state.name for t in trials]
+        if states.count("COMPLETE") >= 2 and "RUNNING" in states:
+            os.kill(worker.pid, signal.SIGKILL)  # mid-measurement, as a crash or a lost machine would
+            worker.wait()
+            killed_while_running = True
+            break
+        time.sleep(0.05)
+    assert killed_while_running, "the worker finished before it could be killed"
+    before = {t.user_attrs["key"]: t.value for t in _trials(storage) if t.state.name == "COMPLETE"}
+    net = ofa.load(run / "supernet.safetensors")
+    measured = measure_table(net, load_run_data(run), storage, 6, seed=0, calib_batches=1, batch_size=48,
+                             val_limit=48, heartbeat_interval=1, grace_period=2, poll_seconds=0.5, progress=False)
+    rows = read_table(storage)
+    assert len(rows) == 6 and measured == 6 - len(before)  # nothing measured twice
+    assert {r["key"]: r["top1"] for r in rows if r["key"] in before} == before  # nothing lost
+    states = [t.state.name for t in _trials(storage)]
+    assert states.count("FAIL") >= 1 and states.count("COMPLETE") == 6  # the killed trial was reclaimed
+
+
+def test_search_writes_the_contract_outputs(run, capsys):
+    from search.budgets import parse_budget
+    from search.run import SearchConfig, search
+
+    budgets = [parse_budget("small:params=0.12M"), parse_budget("mid:macs=4M")]
+    cfg = SearchConfig(run_dir=run, budgets=budgets, table_size=12, predictor="ridge", generations=6, population=16,
+                       nested=True, calib_batches=1, batch_size=48, val_limit=48, test_limit=96)
+    outcome = search(cfg)
+    out = run / "search"
+    for name in ("accuracy_table.csv", "predictor.safetensors", "predictor.json", "pareto.csv", "pareto.png",
+                 "selected.json", "search_log.csv", "report.json"):
+        assert (out / name).is_file(), name
+    assert len((out / "accuracy_table.csv").read_text().splitlines()) == 13
+    selected = json.loads((out / "selected.json").read_text())
+    assert set(selected) == {"supernet", "nested", "order", "devices"} and selected["nested"] is True
+    assert sorted(selected["order"]) == ["mid", "small"]
+    net = ofa.load(run / "supernet.safetensors")
+    chain = [net.space.arch_from_dict(selected["devices"][d]["arch"]) for d in selected["order"]]
+    from search.genes import is_contained
+
+    assert is_contained(chain[0], chain[1])
+    for entry in selected["devices"].values():
+        assert set(entry) == {"budget", "arch", "macs", "params", "latency_ms", "predicted", "measured"}
+        arch = net.space.arch_from_dict(entry["arch"])
+        assert (entry["macs"], entry["params"]) == net.costs(arch)
+        limit = entry["budget"]
+        assert limit["macs"] is None or entry["macs"] <= limit["macs"]
+        assert limit["params"] is None or entry["params"] <= limit["params"]
+        m = entry["measured"]
+        assert m["split"] == "test" and m["n"] == 96 and m["ci_low"] <= m["top1"] <= m["ci_high"]
+        assert entry["predicted"]["metric"] == "top1"
+    assert json.loads((out / "predictor.json").read_text())["held_out"]["n"] >= 3
+    assert "Kendall tau" in capsys.readouterr().out
+    assert [c.budget.name for c in outcome.choices] == selected["order"]
