@@ -85,9 +85,12 @@ def build_supernet(config: dict[str, Any], data: Data) -> nn.Module:
     return ofa.create_supernet(name, num_classes=data.num_classes, in_chans=data.in_chans, **entry)
 
 
-def state_hash(module: nn.Module) -> str:
+def state_hash(module: nn.Module, params_only: bool = False) -> str:
     h = hashlib.sha256()
+    names = {n for n, _ in module.named_parameters()}
     for key, t in sorted(module.state_dict().items()):
+        if params_only and key not in names:
+            continue
         h.update(key.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -354,8 +357,17 @@ class Trainer:
         weights = self.run_dir / "supernet.safetensors"
         if self.main:
             ofa.save(self.net, weights)
+        params_hash = state_hash(self.net, params_only=True)
+        if self.world > 1:
+            # Each process updated the largest arch's BN statistics on its own images (DDP broadcasts them
+            # from process 0 only at the next forward): take process 0's, so every process ends identical.
+            import torch.distributed as dist
+
+            for buffer in self.net.buffers():
+                dist.broadcast(buffer.data, src=0)
         if self.config["log_subnets"]:
             log = {"rank": self.rank, "world_size": self.world, "final_weights_sha256": state_hash(self.net),
+                   "final_parameters_sha256": params_hash,
                    "subnets": self.subnet_log}
             path = self.run_dir / "logs" / f"rank{self.rank}.json"
             atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(log)))
