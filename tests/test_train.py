@@ -167,3 +167,14 @@ def test_clear_errors(tmp_path, capsys):
     config_path.write_text(yaml.safe_dump(bad))
     assert cli_main(["train", "--config", str(config_path), "--out", str(tmp_path / "d")]) == 2
     assert "error: phase 'depth'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["tiny_cpu.yaml", "resnet50_imagenet.yaml"])
+def test_shipped_configs_resolve_against_their_supernets(name):
+    from ofa.registry import supernet_entry
+
+    config = resolve_config(read_config(CONFIG.parent / name))
+    cls, defaults = supernet_entry(config["supernet"]["name"])
+    space = cls.make_plan(**defaults).space
+    sizes = [phase_space(space, phase).size() for phase in config["phases"]]
+    assert sizes == sorted(sizes) and sizes[-1] == space.size()  # from the full network to the whole space
