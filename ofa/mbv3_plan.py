@@ -135,6 +135,8 @@ class MBConvPlan:
             raise OFAError("mid_channels needs one list per stage with one entry per block of the deepest arch")
         self.max_mids = tuple(tuple(_positive_int("mid_channels", m) for m in row) for row in mid_channels)
         width_mults = list(width_mults)
+        self._mids: dict[tuple[int, int, float], int] = {}  # lookup tables: the search calls costs() a lot
+        self._se: dict[tuple[int, int], int] = {}
         stem_choices = self._dedupe(stem_mults, lambda m: (self.channels(m, stem_channels),
                                                           self.channels(m, first_channels)))
         self.space = SearchSpace(
@@ -164,18 +166,24 @@ class MBConvPlan:
         return self.first_channels if s == 0 else self.stage_channels[s - 1]
 
     def mid(self, s: int, b: int, expand: float) -> int:
-        top = self.max_mids[s][b]
-        if expand >= self.max_expand:
-            return top  # the largest arch is exactly the network it was defined as (e.g. a timm model)
-        return min(top, make_divisible(expand / self.max_expand * top, self.divisor))
+        key = (s, b, expand)
+        if key not in self._mids:
+            top = self.max_mids[s][b]
+            # the largest arch is exactly the network it was defined as (e.g. a timm model)
+            self._mids[key] = top if expand >= self.max_expand else \
+                min(top, make_divisible(expand / self.max_expand * top, self.divisor))
+        return self._mids[key]
 
     def se_channels(self, ref: int, ref_max: int) -> int:
         """Squeeze-excite reduced channels for ``ref`` active channels (the middle or the input, by style)."""
-        if self.style == "mobilenetv3":
-            full, active = make_divisible(ref_max * 0.25, 8), make_divisible(ref * 0.25, 8)
-        else:
-            full, active = max(1, round(ref_max * 0.25)), max(1, round(ref * 0.25))
-        return min(full, active)
+        key = (ref, ref_max)
+        if key not in self._se:
+            if self.style == "mobilenetv3":
+                full, active = make_divisible(ref_max * 0.25, 8), make_divisible(ref * 0.25, 8)
+            else:
+                full, active = max(1, round(ref_max * 0.25)), max(1, round(ref * 0.25))
+            self._se[key] = min(full, active)
+        return self._se[key]
 
     def stem_width(self, arch: Arch) -> int:
         return self.channels(arch.stem if arch.stem is not None else 1.0, self.stem_channels)
