@@ -115,11 +115,13 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     straight = train(copy.deepcopy(config), tmp_path / "straight", progress=False)
 
     def interrupt(trainer):
-        if trainer.pos["global_step"] == 4:  # mid-way through the second phase, between checkpoints
-            raise KeyboardInterrupt
+        if trainer.pos["global_step"] == 5:  # mid-way through the second phase, between periodic checkpoints
+            raise KeyboardInterrupt  # as Ctrl-C would
 
     with pytest.raises(KeyboardInterrupt):
         train(copy.deepcopy(config), tmp_path / "resumed", progress=False, on_step=interrupt)
+    saved = sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").glob("step*.pt"))
+    assert saved == ["step000000004.pt", "step000000005.pt"]  # the interruption kept the work since step 4
     assert not (tmp_path / "resumed" / "supernet.safetensors").exists()
     resumed = train(resume=tmp_path / "resumed", progress=False)
     assert resumed.global_step == straight.global_step == 6

@@ -141,6 +141,7 @@ class Trainer:
                     "loss_sum": 0.0, "loss_n": 0}
         self.subnet_log: list[list[str]] = []
         self.checkpoint: dict[str, Any] | None = None
+        self._in_step = False
         if resume:
             path = latest_checkpoint(run_dir)
             if path is None:
@@ -284,25 +285,29 @@ class Trainer:
                            desc=f"{phase['name']} {epoch + 1}/{phase['epochs']}",
                            disable=not (self.progress and self.main))
                 t0, images = time.perf_counter(), 0
-                for images_batch, labels in loader:
-                    if self.pos["batch"] >= self.steps_per_epoch:
-                        break
-                    loss = self._step(space, optimizer, scheduler, images_batch, labels)
-                    self.pos["loss_sum"] += loss
-                    self.pos["loss_n"] += 1
-                    images += len(labels) * self.world
-                    rate = images / max(time.perf_counter() - t0, 1e-9)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}")
-                    if self.pos["global_step"] % cfg["checkpoint_every"] == 0 \
-                            and self.pos["batch"] < self.steps_per_epoch:
-                        self._save(optimizer, scheduler)
-                    if self.on_step is not None:
-                        try:
+                try:
+                    for images_batch, labels in loader:
+                        if self.pos["batch"] >= self.steps_per_epoch:
+                            break
+                        self._in_step = True
+                        loss = self._step(space, optimizer, scheduler, images_batch, labels)
+                        self.pos["loss_sum"] += loss
+                        self.pos["loss_n"] += 1
+                        self._in_step = False
+                        images += len(labels) * self.world
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
+                        if self.pos["global_step"] % cfg["checkpoint_every"] == 0 \
+                                and self.pos["batch"] < self.steps_per_epoch:
+                            self._save(optimizer, scheduler)
+                        if self.on_step is not None:
                             self.on_step(self)
-                        except KeyboardInterrupt:
-                            self._save(optimizer, scheduler)  # a step boundary: the state is consistent
-                            raise
+                except KeyboardInterrupt:
+                    # Between two steps the state is consistent: keep the work done since the last checkpoint.
+                    # (Inside a step, BN statistics may already hold part of it: the last checkpoint stands.)
+                    if not self._in_step and self.world == 1:
+                        self._save(optimizer, scheduler)
+                    raise
                 bar.close()
                 lr = optimizer.param_groups[0]["lr"]
                 train_loss = self.pos["loss_sum"] / max(self.pos["loss_n"], 1)
