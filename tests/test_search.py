@@ -170,3 +170,28 @@ def test_cli_reports_impossible_budgets_and_unknown_devices(tmp_path, capsys):
     assert main(["search", str(run)]) == 2
     assert "no budget given" in capsys.readouterr().err
     assert not (run / "search").exists()  # nothing half-written
+
+
+def test_latency_budget_uses_the_device_table(net, tmp_path):
+    from ofa.latency import LatencyTable, distinct_units
+
+    # a synthetic table: each unit costs in proportion to its channels and input size (a real one is profiled)
+    units = {key: 1e-4 * (1 + sum(v for v in unit.values() if isinstance(v, int))) * unit.get("size", 8)
+             for key, unit in distinct_units(net).items()}
+    (tmp_path / "latency").mkdir()
+    LatencyTable("watch", units).save(tmp_path / "latency" / "watch.json")
+    tables = load_latency_tables([parse_budget("latency_ms=1@watch")], tmp_path)  # at RUN/latency/DEVICE.json
+    costs = CostModel(net, tables)
+    limit = costs.cost(net.space.largest(), "latency_ms", "watch") / 2  # a budget that binds
+    budget = parse_budget(f"watch:latency_ms={limit}@watch")
+    costs.check_feasible([budget])
+    least = costs.cost(net.space.smallest(), "latency_ms", "watch")
+    with pytest.raises(OFAError, match=f"below the smallest subnet \\({least:.3g}ms\\)"):
+        costs.check_feasible([parse_budget(f"latency_ms={least / 2}@watch")])
+    genes = GeneSpace(net.space)
+    res = evolve(genes, lambda batch: np.array([np.log(net.costs(a)[0]) for a in batch]), generations=8,
+                 population=20, violations=lambda a: costs.violations(a, budget),
+                 seeds=[net.space.smallest(), net.space.largest()])
+    best = res.best()
+    assert costs.cost(best.arch, "latency_ms", "watch") <= limit
+    assert not costs.fits(net.space.largest(), budget) and not res.evaluated[net.space.largest().key()].feasible
