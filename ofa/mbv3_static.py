@@ -87,6 +87,21 @@ class StaticMBConvNet(StaticNet):
         self.act2 = make_act(head_act)
         self.classifier = nn.Linear(features, spec["num_classes"])
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """Qualified names of every (convolution, the BatchNorm right after it) pair, for BN folding: timm's block
+        names do not pair by number (``conv_pw``/``bn1``, ``conv_dw``/``bn2``, ``conv_pwl``/``bn3``)."""
+        pairs = [("conv_stem", "bn1"), ("blocks.0.0.conv_dw", "blocks.0.0.bn1"), ("blocks.0.0.conv_pw", "blocks.0.0.bn2")]
+        for s, stage in enumerate(self.blocks):
+            for b, block in enumerate(stage):
+                p = f"blocks.{s}.{b}."
+                if isinstance(block, InvertedResidual):
+                    pairs += [(p + "conv_pw", p + "bn1"), (p + "conv_dw", p + "bn2"), (p + "conv_pwl", p + "bn3")]
+                elif isinstance(block, ConvBnAct):
+                    pairs.append((p + "conv", p + "bn1"))
+        if self.bn2 is not None:
+            pairs.append(("conv_head", "bn2"))
+        return pairs
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.act1(self.bn1(self.conv_stem(x))))
         return x if self.bn2 is None else self.act2(self.bn2(self.conv_head(x)))

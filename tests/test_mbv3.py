@@ -75,6 +75,15 @@ def test_extracted_network_has_plain_layers_and_folded_kernels(net):
     assert static.description["arch"] == arch.to_dict()
 
 
+def test_conv_bn_pairs_name_every_batchnorm_once(net):
+    static = net.extract(net.space.sample(5))
+    modules = dict(static.named_modules())
+    pairs = static.conv_bn_pairs()
+    assert all(isinstance(modules[c], torch.nn.Conv2d) and isinstance(modules[b], torch.nn.BatchNorm2d)
+               and modules[c].out_channels == modules[b].num_features for c, b in pairs)
+    assert sorted(b for _, b in pairs) == sorted(n for n, m in modules.items() if isinstance(m, torch.nn.BatchNorm2d))
+
+
 def test_analytic_costs_equal_the_flop_counter_and_parameter_count(net):
     for arch in [net.space.largest(), net.space.smallest()] + [net.space.sample(i) for i in range(8)]:
         static = net.extract(arch).eval()
