@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crossover-prob", type=float, default=0.9)
     p.add_argument("--nested", action="store_true",
                    help="choose one chain: each smaller subnet contained in the next larger one")
+    p.add_argument("--rerank", type=int, default=5,
+                   help="measure the top K predicted subnets per budget on validation, keep the best (1: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calib-batches", type=int, default=4, help="BN calibration batches per subnet")
     p.add_argument("--batch-size", type=int, default=128)
@@ -78,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.predictor not in PREDICTORS:
         raise OFAError(f"unknown predictor {args.predictor!r}; allowed: {list(PREDICTORS)}")
-    for name in ("table_size", "generations", "population", "calib_batches", "batch_size"):
+    for name in ("table_size", "generations", "population", "calib_batches", "batch_size", "rerank"):
         if getattr(args, name) < 1:
             raise OFAError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     budgets = [parse_budget(b) for b in args.budget]
@@ -88,7 +90,8 @@ def main(args: argparse.Namespace) -> int:
                        seed=args.seed, predictor=args.predictor, metric=args.target,
                        compare_predictors=args.compare_predictors, mode=args.mode, generations=args.generations,
                        population=args.population, mutation_prob=args.mutation_prob,
-                       crossover_prob=args.crossover_prob, nested=args.nested, luts=parse_luts(args.lut),
+                       crossover_prob=args.crossover_prob, nested=args.nested, rerank=args.rerank,
+                       luts=parse_luts(args.lut),
                        calib_batches=args.calib_batches, batch_size=args.batch_size, val_limit=args.val_limit,
                        measure_only=args.measure_only, measure_test=not args.no_test,
                        grace_period=args.grace_period, heartbeat_interval=max(1, args.grace_period // 4),

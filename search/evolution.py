@@ -43,8 +43,13 @@ class EvolutionResult:
     seconds: float = 0.0
 
     def best(self, accept: Callable[[Arch], bool] | None = None) -> Evaluated | None:
+        top = self.top(1, accept)
+        return top[0] if top else None
+
+    def top(self, k: int, accept: Callable[[Arch], bool] | None = None) -> list[Evaluated]:
+        """The ``k`` best-scored feasible distinct archs (``accept`` filters further), best first."""
         pool = [e for e in self.evaluated.values() if e.feasible and (accept is None or accept(e.arch))]
-        return max(pool, key=lambda e: (e.score, e.arch.key()), default=None)
+        return sorted(pool, key=lambda e: (-e.score, e.arch.key()))[:k]
 
 
 def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, generations: int = 40,

@@ -200,8 +200,8 @@ def fit_predictor(genes: GeneSpace, archs, targets, family: str = "mlp", metric:
     if metric not in METRICS:
         raise OFAError(f"unknown predictor target {metric!r}; allowed: {list(METRICS)}")
     archs, y = list(archs), np.asarray(targets, dtype=np.float64)
-    if len(archs) < 10:
-        raise OFAError(f"the accuracy table has {len(archs)} measured subnets; a predictor needs at least 10 "
+    if len(archs) < 8:
+        raise OFAError(f"the accuracy table has {len(archs)} measured subnets; a predictor needs at least 8 "
                        "(measure more with --table-size)")
     x = genes.encode(archs)
     rng = np.random.default_rng(seed)

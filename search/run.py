@@ -42,6 +42,7 @@ class SearchConfig:
     mutation_prob: float | None = None
     crossover_prob: float = 0.9
     nested: bool = False
+    rerank: int = 5  # measure the top-k predicted archs of each budget on validation and keep the best measured
     luts: dict[str, str] = field(default_factory=dict)
     calib_batches: int = 4
     batch_size: int = 128
@@ -120,14 +121,14 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     def score(batch: list[Arch]) -> np.ndarray:
         return np.array([predictor.better(v) for v in predictor.predict(batch)])
 
-    top = sorted(zip(archs, rows), key=lambda ar: -predictor.better(ar[1][cfg.metric]))
+    best_measured = sorted(zip(archs, rows), key=lambda ar: -predictor.better(ar[1][cfg.metric]))
     log_rows: list[dict] = []
     choices: list[Choice] = []
     pool: dict[str, tuple[Arch, float]] = {}  # every arch any search scored (for the front)
     pareto_runs: dict[tuple[str, str | None], EvolutionResult] = {}
     for b in cfg.budgets:
         t0 = time.perf_counter()
-        seeds = [net.space.largest(), net.space.smallest()] + [a for a, _ in top if costs.fits(a, b)][:10]
+        seeds = [net.space.largest(), net.space.smallest()] + [a for a, _ in best_measured if costs.fits(a, b)][:10]
         if cfg.mode == "pareto":
             kind = b.primary()
             key = (kind, b.latency_device if kind == "latency_ms" else None)
@@ -135,15 +136,16 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
                 pareto_runs[key] = _evolve(cfg, genes, score, log_rows, f"pareto-{kind}", seeds, mode="pareto",
                                            cost=lambda a, k=kind, d=b.latency_device: costs.cost(a, k, d))
             res = pareto_runs[key]
-            best = res.best(lambda a, b=b: costs.fits(a, b))
+            top = res.top(cfg.rerank, lambda a, b=b: costs.fits(a, b))
             _log_best_per_generation(res, b, costs, log_rows)
         else:
             res = _evolve(cfg, genes, score, log_rows, b.name, seeds,
                           violations=lambda a, b=b: costs.violations(a, b))
-            best = res.best()
-        if best is None:
+            top = res.top(cfg.rerank)
+        if not top:
             raise OFAError(f"device {b.name!r}: the search found no subnet within {b.describe()}; "
                            "raise --generations or the budget")
+        best = _rerank(cfg, net, data, top, predictor)
         pool.update({k: (e.arch, e.score) for k, e in res.evaluated.items()})
         choices.append(Choice(b, best.arch, predictor.better(best.score), seconds=time.perf_counter() - t0))
         _say(cfg, f"{b.name}: predicted {cfg.metric} {choices[-1].predicted:.4f} at "
@@ -151,7 +153,7 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
 
     choices.sort(key=lambda c: (net.costs(c.arch)[0], c.budget.name))
     if cfg.nested:
-        _nest(cfg, genes, score, costs, choices, predictor, log_rows)
+        _nest(cfg, genes, score, costs, choices, predictor, log_rows, data)
     if cfg.measure_test:
         for c in choices:
             c.measured = measure_arch(net, data, c.arch, cfg.calib_batches, cfg.batch_size, "test", cfg.test_limit)
@@ -163,6 +165,16 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     front = _fronts(cfg, pool, costs, predictor)
     _write_outputs(cfg, out, net, costs, choices, predictor, rows, front, log_rows)
     return SearchOutcome(choices, predictor, rows, out)
+
+
+def _rerank(cfg: SearchConfig, net, data, top, predictor):
+    """Of the best predicted candidates, keep the one that measures best on validation (the predictor ranks
+    well but is noisy between near-equal archs; a few real measurements settle it). rerank=1: trust it."""
+    if len(top) <= 1 or cfg.rerank <= 1:
+        return top[0]
+    measured = [(measure_arch(net, data, e.arch, cfg.calib_batches, cfg.batch_size, "val", cfg.val_limit), e)
+                for e in top]
+    return max(measured, key=lambda me: (predictor.better(getattr(me[0], cfg.metric)), me[1].score))[1]
 
 
 def _fit(cfg: SearchConfig, genes: GeneSpace, archs, rows, out: Path) -> Predictor:
@@ -211,7 +223,7 @@ def _log_best_per_generation(res: EvolutionResult, b: Budget, costs: CostModel, 
                  for g, v in enumerate(per_gen)]
 
 
-def _nest(cfg, genes, score, costs, choices: list[Choice], predictor, log_rows) -> None:
+def _nest(cfg, genes, score, costs, choices: list[Choice], predictor, log_rows, data) -> None:
     """Re-choose top-down so each arch is contained in the next larger one (the largest keeps its choice)."""
     for c in choices:
         c.independent, c.independent_predicted = c.arch, c.predicted
@@ -223,7 +235,8 @@ def _nest(cfg, genes, score, costs, choices: list[Choice], predictor, log_rows) 
         seeds = [parent] + [x.arch for x in choices[:i + 1]]
         res = _evolve(cfg, inner, score, log_rows, f"nested:{c.budget.name}", seeds,
                       violations=lambda a, b=c.budget: costs.violations(a, b))
-        best = res.best()
+        top = res.top(cfg.rerank)
+        best = _rerank(cfg, costs.net, data, top, predictor) if top else None
         if best is None:
             raise OFAError(f"--nested: no subnet of {c.budget.name!r}'s budget ({c.budget.describe()}) fits inside "
                            f"the arch chosen for {choices[i + 1].budget.name!r}")

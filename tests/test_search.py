@@ -62,7 +62,7 @@ def test_predictor_fits_a_known_function(net, tmp_path):
     genes = GeneSpace(net.space)
     archs = list({a.key(): a for a in (net.space.sample(i) for i in range(260))}.values())[:250]
     y = _synthetic_accuracy(net, archs)
-    p = fit_predictor(genes, archs, y, family="mlp", epochs=80, patience=15, refit_all=False)
+    p = fit_predictor(genes, archs, y, family="mlp", epochs=60, patience=10, refit_all=False)
     assert p.held_out["kendall_tau"] > 0.9, p.held_out
     assert p.held_out["n"] == 50
     fresh = [net.space.sample(10_000 + i) for i in range(100)]
