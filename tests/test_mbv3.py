@@ -26,6 +26,18 @@ def mini_effnet(**overrides) -> OFAMobileNet:
     return OFAMobileNet(**config)
 
 
+def mini_mbv3(**overrides) -> OFAMobileNet:
+    """MobileNetV3 style at CPU-test size (the ofa_mbv3_tiny structure, smaller), residual first block tied to
+    the stem, elastic stem and widths."""
+    config = dict(style="mobilenetv3", stem_channels=8, first_channels=8, stage_channels=[16, 24, 32],
+                  depths=[[1, 2, 3], [1, 2], [1, 2, 3]], strides=[2, 2, 1], kernel_sizes=[3, 5, 7],
+                  expand_ratios=[3, 4, 6], acts=["relu", "hswish", "hswish"], se=[False, True, True],
+                  head_channels=64, num_features=96, resolutions=[24, 32], width_mults=[0.5, 1.0],
+                  stem_mults=[0.5, 1.0], in_chans=1, num_classes=10, divisor=4)
+    config.update(overrides)
+    return OFAMobileNet(**config)
+
+
 def randomize(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random BN statistics, SE weights and kernel transformations, so that equality checks can fail."""
     randomize_bn(net, seed)
@@ -39,7 +51,7 @@ def randomize(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return net
 
 
-BUILDERS = {"ofa_mbv3_tiny": lambda: ofa.create_supernet("ofa_mbv3_tiny"), "mini_effnet": mini_effnet}
+BUILDERS = {"mini_mbv3": mini_mbv3, "mini_effnet": mini_effnet}
 
 
 @pytest.fixture(params=sorted(BUILDERS))
@@ -63,6 +75,24 @@ def test_extracted_network_equals_the_active_supernet_in_eval_and_train_mode(net
                 worst[mode] = max(worst[mode], (y - static(x)).abs().max().item())
         assert y.abs().max() > 1e-3  # the comparison is not between two zeros
     assert worst["eval"] <= 1e-5 and worst["train"] <= 1e-5, worst
+
+
+def test_registered_tiny_supernet_extracts_exactly_and_costs_match():
+    net = randomize(ofa.create_supernet("ofa_mbv3_tiny"), seed=3).eval()
+    assert (net.in_chans, net.num_classes) == (1, 10)
+    for arch in [net.space.largest(), net.space.smallest()] + [net.space.sample(i) for i in range(4)]:
+        static = net.extract(arch)
+        x = torch.randn(2, 1, arch.resolution, arch.resolution)
+        with torch.no_grad(), net.active(arch):
+            for mode in (False, True):
+                net.train(mode)
+                static.train(mode)
+                with FlopCounterMode(display=False) as counter:
+                    y = static(x)
+                assert (net(x) - y).abs().max().item() <= 1e-5
+        net.eval()
+        assert ofa.count_macs(net, arch) == counter.get_total_flops() // 4  # batch of 2
+        assert ofa.count_params(net, arch) == sum(p.numel() for p in static.parameters())
 
 
 def test_extracted_network_has_plain_layers_and_folded_kernels(net):
@@ -135,8 +165,7 @@ def test_sorting_puts_important_middle_channels_first(net):
 
 
 def test_channel_groups_tie_the_first_block_to_the_stem_only_when_it_is_residual():
-    tiny = ofa.create_supernet("ofa_mbv3_tiny")
-    names = [g.name for g in tiny.channel_groups()]
+    names = [g.name for g in mini_mbv3().channel_groups()]
     assert "stem+first" in names and "first" not in names
     effnet = mini_effnet()
     names = [g.name for g in effnet.channel_groups()]
