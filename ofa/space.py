@@ -173,9 +173,29 @@ class SearchSpace:
             return False
         return True
 
+    def _holds_exactly(self, arch: Arch) -> bool:
+        """Fast path: every gene of ``arch`` is exactly one of this space's choices (archs the space made are)."""
+        if arch.resolution not in self.resolutions or len(arch.depths) != self.num_stages:
+            return False
+        if (arch.stem is None) != (self.stem is None) or (arch.stem is not None and arch.stem not in self.stem):
+            return False
+        if (arch.kernels is None) != (self.kernels is None):
+            return False
+        for s, depth in enumerate(arch.depths):
+            if depth not in self.depths[s] or arch.widths[s] not in self.widths[s] or len(arch.expands[s]) != depth:
+                return False
+            if any(e not in self.expands[s] for e in arch.expands[s]):
+                return False
+            if self.kernels is not None and (len(arch.kernels[s]) != depth
+                                             or any(k not in self.kernels[s] for k in arch.kernels[s])):
+                return False
+        return len(arch.widths) == self.num_stages and len(arch.expands) == self.num_stages
+
     def validate(self, arch: Arch | Mapping) -> Arch:
         """Return ``arch`` as a canonical :class:`Arch` of this space, or raise :class:`ArchError`."""
         if isinstance(arch, Arch):
+            if self._holds_exactly(arch):
+                return arch
             return self.arch_from_dict(arch.to_dict())
         if isinstance(arch, Mapping):
             return self.arch_from_dict(arch)

@@ -16,7 +16,8 @@ from torch import nn
 from .errors import OFAError
 
 SUPPORTED = ("plain timm ResNets (BasicBlock or Bottleneck, 7x7 stem with max pool, 1x1 projection shortcuts): "
-             "resnet18, resnet26, resnet34, resnet50, resnet101, resnet152")
+             "resnet18, resnet26, resnet34, resnet50, resnet101, resnet152; and mobilenetv3_large_100, "
+             "efficientnet_b0")
 DEFAULT_WIDTH_MULTS = (0.65, 0.8, 1.0)
 DEFAULT_STEM_MULTS = (0.8, 0.9, 1.0)
 DEFAULT_EXPAND_FRACTIONS = (0.35, 0.5, 0.75, 1.0)
