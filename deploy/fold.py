@@ -46,9 +46,25 @@ def fold_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
     """
     model = model if inplace else copy.deepcopy(model)
     model.eval()
+    if hasattr(model, "conv_bn_pairs"):  # families whose names do not pair by number say which pairs to fold
+        _fold_named_pairs(model, model.conv_bn_pairs())
     _fold_children(model)
     model.folded_bn = True
     return model
+
+
+def _fold_named_pairs(model: nn.Module, pairs: list[tuple[str, str]]) -> int:
+    folded = 0
+    for conv_name, bn_name in pairs:
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+            continue
+        conv_parent, _, conv_attr = conv_name.rpartition(".")
+        bn_parent, _, bn_attr = bn_name.rpartition(".")
+        setattr(model.get_submodule(conv_parent), conv_attr, fuse_conv_bn_eval(conv.eval(), bn.eval()))
+        setattr(model.get_submodule(bn_parent), bn_attr, nn.Identity())
+        folded += 1
+    return folded
 
 
 def prepare_for_inference(model: nn.Module, inplace: bool = False) -> nn.Module:
