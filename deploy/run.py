@@ -109,8 +109,15 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
     names = _device_order(selected, devices)
     supernet_path = run / selected.get("supernet", "supernet.safetensors")
     net = ofa.load(supernet_path).eval()
+    archs = {}
+    for d in names:  # every selected arch must belong to this supernet's space: checked before any work
+        try:
+            archs[d] = net.space.arch_from_dict(selected["devices"][d]["arch"])
+        except ofa.ArchError as e:
+            raise OFAError(f"{run / 'search' / 'selected.json'}: device {d!r}: {e} (was it searched with another "
+                           "supernet?)") from None
     if slimmable:  # refuse non-nested subnets before any work is done
-        specs = [net.plan.static_spec(net.space.arch_from_dict(selected["devices"][d]["arch"])) for d in names]
+        specs = [net.plan.static_spec(archs[d]) for d in names]
         try:
             for i in range(len(specs) - 1):
                 _check_nested(specs[i], specs[i + 1], f"{names[i]} -> {names[i + 1]}")
@@ -122,7 +129,7 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
     statics = []
     for device in tqdm(names, desc="deploying", disable=not progress):
         entry = selected["devices"][device]
-        arch = net.space.arch_from_dict(entry["arch"])
+        arch = archs[device]
         calib = data.eval_loader("calib", arch.resolution, batch_size=batch_size)
         static = net.extract(arch, calib_batches=calib, num_batches=calib_batches).eval()
         static.description["data_config"] = dict(data.data_config, input_size=[net.in_chans, arch.resolution,

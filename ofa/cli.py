@@ -76,6 +76,161 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- ofa demo: the whole product on the embedded digits ----------------------------------------------------------
+# The demo ties train, search and deploy together, which only this module may do (lazily).
+
+DEMO_STAGES = ("train", "profile", "search", "deploy")
+DEMO_DEVICE = "this-cpu"  # the latency table profiled on this machine
+
+
+def demo_config(quick: bool) -> dict:
+    """configs/tiny_cpu.yaml's schedule (ofa_resnet_tiny on mnist5k); --quick caps every epoch's steps."""
+    phases = [
+        {"name": "full", "epochs": 3, "lr": 0.05, "warmup_epochs": 1, "resolutions": "all"},
+        {"name": "depth", "epochs": 1, "lr": 0.02, "resolutions": "all", "depths": "all"},
+        {"name": "expand", "epochs": 2, "lr": 0.02, "resolutions": "all", "depths": "all", "expands": "all"},
+        {"name": "width", "epochs": 2, "lr": 0.02, "resolutions": "all", "depths": "all", "expands": "all",
+         "widths": "all", "stem": "all"},
+    ]
+    config = {"supernet": {"name": "ofa_resnet_tiny"}, "data": {"spec": "mnist5k", "seed": 0}, "seed": 0,
+              "batch_size": 64, "optimizer": {"opt": "sgd", "momentum": 0.9, "weight_decay": 5e-5,
+                                              "filter_bias_and_bn": True},
+              "scheduler": {"sched": "cosine", "warmup_lr": 1e-3, "min_lr": 1e-4}, "label_smoothing": 0.1,
+              "num_random": 2, "kd_ratio": 0.5, "sort_criterion": "l1", "checkpoint_every": 100,
+              "eval": {"calib_images": 500, "val_images": None, "batch_size": 250}, "phases": phases}
+    if quick:
+        for phase in phases:
+            phase["epochs"], phase["warmup_epochs"] = 1, 0
+        config.update(max_steps_per_epoch=12, checkpoint_every=20,
+                      eval={"calib_images": 256, "val_images": 500, "batch_size": 250})
+    return config
+
+
+def _demo_state(out: Path, mode: str) -> dict:
+    """The demo's progress file; refuses a directory that holds anything else, or a demo of the other mode."""
+    state_path = out / "demo.json"
+    if state_path.is_file():
+        try:
+            state = json.loads(state_path.read_text())
+        except json.JSONDecodeError:
+            raise OFAError(f"{state_path} is corrupt; remove {out} or choose another --out") from None
+        if state.get("mode") != mode:
+            other = "--quick" if state.get("mode") == "quick" else "the default (no --quick)"
+            raise OFAError(f"{out} holds a demo run with {other}; rerun with the same mode to resume it, or choose "
+                           "another --out")
+        return state
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OFAError(f"{out} exists and is not an ofa demo directory; choose another --out (or remove it)")
+    return {"mode": mode, "done": []}
+
+
+def _demo_save(out: Path, state: dict) -> None:
+    from .io import atomic_write
+
+    atomic_write(out / "demo.json", lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
+
+
+def demo_budgets(run: Path) -> list:
+    """Three MAC budgets (micro, mobile, server) and one latency budget from the table profiled here."""
+    from .io import load
+    from .latency import LatencyTable
+
+    search_budgets = _own_module("search.budgets")
+    net = load(run / "supernet.safetensors")
+    table = LatencyTable.load(run / "latency" / f"{DEMO_DEVICE}.json")
+    space = net.space
+    # The latency budget sits 40% of the way from the smallest to the largest subnet's predicted latency here.
+    low, high = table.predict(net, space.smallest()), table.predict(net, space.largest())
+    latency_ms = float(f"{low + 0.4 * (high - low):.3g}")
+    return [search_budgets.Budget("micro", macs=3_000_000), search_budgets.Budget("mobile", macs=8_000_000),
+            search_budgets.Budget("server", macs=20_000_000),
+            search_budgets.Budget(DEMO_DEVICE, latency_ms=latency_ms, latency_device=DEMO_DEVICE)]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    mode = "quick" if args.quick else "default"
+    out = Path(args.out)
+    state = _demo_state(out, mode)
+    out.mkdir(parents=True, exist_ok=True)
+    _demo_save(out, state)
+    progress = not args.quiet
+    started = time.perf_counter()
+
+    def stage(name: str, work) -> None:
+        if name in state["done"]:
+            print(f"[demo] {name}: already done in {out}, skipped")
+            return
+        t0 = time.perf_counter()
+        print(f"[demo] {name} ...", flush=True)
+        work()
+        state["done"].append(name)
+        state.setdefault("seconds", {})[name] = round(time.perf_counter() - t0, 1)
+        _demo_save(out, state)
+        print(f"[demo] {name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def train_stage() -> None:
+        trainer = _own_module("train.trainer")
+        checkpoints = _own_module("train.checkpoint")
+        if (out / "config.yaml").is_file() and checkpoints.latest_checkpoint(out) is not None:
+            trainer.train(resume=out, progress=progress)  # an interrupted demo continues where it stopped
+            return
+        for stale in ("config.yaml", "metrics.csv"):  # written before the first checkpoint: start over
+            (out / stale).unlink(missing_ok=True)
+        trainer.train(demo_config(args.quick), out, progress=progress)
+
+    def profile_stage() -> None:
+        deploy_profile = _own_module("deploy.profile")
+        # The full table even with --quick: it takes seconds for ofa_resnet_tiny, and a coarse one is too noisy
+        # to budget against.
+        table = deploy_profile.profile(str(out / "supernet.safetensors"), device=DEMO_DEVICE,
+                                       out=out / "latency" / f"{DEMO_DEVICE}.json", progress=progress)
+        acc = table.meta["accuracy"]
+        print(f"[demo] latency table: {len(table.units)} units, MAPE on {acc['eval_subnets']} random subnets "
+              f"{acc['mape_sum_pct']:.1f}% summed, {acc['mape_corrected_pct']:.1f}% corrected")
+
+    def search_stage() -> None:
+        search_run = _own_module("search.run")
+        config = search_run.SearchConfig(
+            run_dir=out, budgets=demo_budgets(out), nested=True, progress=progress,
+            table_size=40 if args.quick else 150, generations=12 if args.quick else 40,
+            population=32 if args.quick else 50, predictor_epochs=150 if args.quick else 300)
+        search_run.search(config)
+
+    def deploy_stage() -> None:
+        deploy_run = _own_module("deploy.run")
+        result = deploy_run.deploy_run(out, slimmable=True, repeats=10 if args.quick else 30,
+                                       latency_table=out / "latency" / f"{DEMO_DEVICE}.json",
+                                       calib_batches=8 if args.quick else 32, progress=progress)
+        state["report"] = str(result.report)
+
+    stage("train", train_stage)
+    stage("profile", profile_stage)
+    stage("search", search_stage)
+    stage("deploy", deploy_stage)
+    _print_demo_table(out)
+    print(f"\n[demo] finished in {time.perf_counter() - started:.0f} s: {out / 'report.md'}, "
+          f"{out / 'search' / 'pareto.png'}, {out / 'deploy'}/DEVICE/model.onnx")
+    return 0
+
+
+def _print_demo_table(out: Path) -> None:
+    selected = json.loads((out / "search" / "selected.json").read_text())
+    header = (f"{'device':10s} {'MACs':>8s} {'params':>8s} {'latency':>9s} {'LUT':>8s} {'predicted':>10s} "
+              f"{'measured top-1 (test) [95% CI]':>32s}")
+    print("\n" + header + "\n" + "-" * len(header))
+    for device in selected["order"]:
+        report = json.loads((out / "deploy" / device / "report.json").read_text())
+        measured = report["top1"]["measured"]
+        predicted = selected["devices"][device]["predicted"]
+        lut = report.get("latency_predicted_ms")
+        print(f"{device:10s} {report['macs'] / 1e6:7.2f}M {report['params'] / 1e6:7.3f}M "
+              f"{report['latency']['batch1']['median_ms']:7.3f}ms {'' if lut is None else f'{lut:6.3f}ms':>8s} "
+              f"{predicted['value']:9.2f}{'%' if predicted['metric'] == 'top1' else ''} "
+              f"{measured['top1']:14.2f}% [{measured['ci_low']:.2f}, {measured['ci_high']:.2f}]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ofa", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -89,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("name", nargs="?", help="show only this supernet")
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(func=cmd_info)
+
+    demo = sub.add_parser("demo", help="train, search and deploy on the embedded digits (a few minutes on a CPU)",
+                          description="Run the whole product on the embedded MNIST digits (mnist5k) with "
+                                      "ofa_resnet_tiny: train every phase, profile a latency table on this machine, "
+                                      "measure subnets and fit the predictor, search three MAC budgets (micro, "
+                                      "mobile, server) and one latency budget as a nested chain, then deploy dense "
+                                      "ONNX-checked subnets and one runtime-slimmable network. Re-running into the "
+                                      "same --out resumes where it stopped.")
+    demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    demo.add_argument("--quick", action="store_true", help="fewer steps and subnets: about 2 minutes (used by CI)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=cmd_demo)
 
     train = sub.add_parser("train", help="train one supernet through every phase of a config")
     try:  # train/cli.py imports only argparse at module level
@@ -140,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except OFAError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

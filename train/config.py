@@ -60,7 +60,10 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise OFAError(f"config {str(path)!r} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise OFAError(f"config {str(path)!r} is not valid YAML{where}: {problem}") from None
     if not isinstance(config, dict):
         raise OFAError(f"config {str(path)!r} must be a YAML mapping (supernet:, data:, phases: ...)")
     return config
