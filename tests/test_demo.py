@@ -1,0 +1,52 @@
+"""`ofa demo --quick` end to end (every stage for real), its resume, and its refusal to mix runs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ofa_cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH="")
+    return subprocess.run([sys.executable, "-m", "ofa.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=900)
+
+
+def test_demo_config_is_the_shipped_tiny_config():
+    from ofa.cli import demo_config
+    from train.config import resolve_config
+
+    shipped = yaml.safe_load((ROOT / "configs" / "tiny_cpu.yaml").read_text())
+    assert resolve_config(demo_config(quick=False)) == resolve_config(shipped)
+
+
+def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
+    out = tmp_path / "demo"
+    result = ofa_cli("demo", "--quick", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    selected = json.loads((out / "search" / "selected.json").read_text())
+    assert selected["nested"] and selected["order"] == sorted(
+        selected["order"], key=lambda d: selected["devices"][d]["macs"])
+    assert set(selected["devices"]) == {"micro", "mobile", "server", "this-cpu"}
+    for device, entry in selected["devices"].items():
+        budget = entry["budget"]
+        if budget["macs"] is not None:
+            assert entry["macs"] <= budget["macs"]
+        report = json.loads((out / "deploy" / device / "report.json").read_text())
+        assert report["onnx_check"]["passed"] and (out / "deploy" / device / "model.onnx").is_file()
+        assert 0 <= report["top1"]["measured"]["top1"] <= 100
+        assert device in result.stdout  # the final table
+    assert (out / "deploy" / "slimmable").is_dir()
+    assert (out / "report.md").is_file() and (out / "search" / "pareto.png").stat().st_size > 10_000
+    assert "measured top-1 (test)" in result.stdout
+
+    again = ofa_cli("demo", "--quick", "--out", str(out), "--quiet")
+    assert again.returncode == 0 and again.stdout.count("already done") == 4
+
+    other_mode = ofa_cli("demo", "--out", str(out))
+    assert other_mode.returncode == 2 and "holds a demo run with --quick" in other_mode.stderr
