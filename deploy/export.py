@@ -22,6 +22,16 @@ from ofa.io import atomic_write
 
 ONNX_OPSET = 18  # >= 17; 18 is the exporter's native opset (no version conversion step)
 MAX_BATCH = 4096
+EXPORT_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
+
+
+def require_export_packages() -> None:
+    """Fail before any work when the ONNX packages (the ``export`` extra) are missing."""
+    import importlib.util
+
+    missing = [name for name in EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise OFAError(f"exporting needs {', '.join(missing)}: pip install 'ofa-supernet[export]'")
 
 
 @contextlib.contextmanager

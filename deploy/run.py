@@ -26,7 +26,7 @@ import ofa
 from ofa.errors import OFAError
 from ofa.latency import LatencyTable
 
-from .export import export_onnx, export_program, verify_onnx, verify_program
+from .export import export_onnx, export_program, require_export_packages, verify_onnx, verify_program
 from .fold import fold_bn, prepare_for_inference
 from .measure import measure_latency
 from .report import write_report
@@ -105,6 +105,7 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
                progress: bool = True) -> DeployResult:
     """Deploy the subnets ``RUN/search/selected.json`` chose (all devices, or ``devices``)."""
     run = Path(run)
+    require_export_packages()
     selected = read_selected(run)
     names = _device_order(selected, devices)
     supernet_path = run / selected.get("supernet", "supernet.safetensors")

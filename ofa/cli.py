@@ -153,6 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     mode = "quick" if args.quick else "default"
     out = Path(args.out)
     state = _demo_state(out, mode)
+    _own_module("deploy.export").require_export_packages()  # before minutes of training, not after
     out.mkdir(parents=True, exist_ok=True)
     _demo_save(out, state)
     progress = not args.quiet
