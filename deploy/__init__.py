@@ -6,8 +6,7 @@ dataset (``train.data``), so loading an artifact never pulls in training or sear
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ofa.lazy import lazy_exports
 
 _EXPORTS = {
     "load": "artifact", "fold_bn": "fold", "measure_latency": "measure",
@@ -18,10 +17,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'deploy' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

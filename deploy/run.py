@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 import ofa
 from ofa.errors import OFAError
+from ofa.io import read_json
 from ofa.latency import LatencyTable
 
 from .export import export_onnx, export_program, require_export_packages, verify_onnx, verify_program
@@ -47,10 +48,7 @@ def read_selected(run: Path) -> dict[str, Any]:
     path = run / "search" / "selected.json"
     if not path.is_file():
         raise OFAError(f"{path} does not exist; run `ofa search {run}` first to choose a subnet per device")
-    try:
-        selected = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise OFAError(f"{path} is not valid JSON ({e}); run `ofa search` again") from None
+    selected = read_json(path, hint="run `ofa search` again")
     if not isinstance(selected, dict) or not isinstance(selected.get("devices"), dict) or not selected["devices"]:
         raise OFAError(f"{path} lists no devices (expected a 'devices' object); run `ofa search` again")
     return selected

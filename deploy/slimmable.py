@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofa.errors import OFAError, WeightsError
-from ofa.io import atomic_write
+from ofa.io import atomic_write, read_json
 from ofa.registry import static_class
 
 FORMAT = "ofa-slimmable/1"
@@ -267,10 +267,7 @@ class SlimmableNet(nn.Module):
         for p in (weights_path, json_path):
             if not p.is_file():
                 raise WeightsError(f"no slimmable network file {p}")
-        try:
-            description = json.loads(json_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise WeightsError(f"{json_path} is not valid JSON ({e}); it may be truncated or corrupt") from None
+        description = read_json(json_path, WeightsError)
         if not isinstance(description, dict) or description.get("format") != FORMAT:
             raise WeightsError(f"{json_path} is not a slimmable network description (format {FORMAT!r})")
         try:

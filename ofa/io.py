@@ -72,14 +72,20 @@ def _versions() -> dict[str, str]:
     return {"ofa": __version__, "torch": torch.__version__.split("+")[0], "timm": timm.__version__}
 
 
+def read_json(path: str | os.PathLike, error: type[OFAError] = OFAError,
+              hint: str = "it may be truncated or corrupt") -> Any:
+    """Parse a JSON file the user gave us, turning a broken file into one clear ``error`` line."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not valid JSON ({e}); {hint}") from None
+
+
 def read_description(path: str | os.PathLike) -> dict[str, Any]:
     _, json_path = _paths(path)
     if not json_path.is_file():
         raise WeightsError(f"no description file {json_path} (expected beside the .safetensors weights)")
-    try:
-        description = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{json_path} is not valid JSON ({e}); it may be truncated or corrupt") from None
+    description = read_json(json_path, WeightsError)
     if not isinstance(description, dict) or description.get("format") != FORMAT:
         raise WeightsError(f"{json_path} is not an ofa network description (format {FORMAT!r} expected)")
     return description

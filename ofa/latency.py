@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OFAError
+from .io import read_json
 from .space import Arch
 
 FORMAT = "ofa-latency/1"
@@ -159,10 +160,7 @@ class LatencyTable:
         if not path.is_file():
             raise OFAError(f"no latency table {path}; make one on the target device with "
                            "`ofa profile --supernet NAME --out PATH`")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise OFAError(f"{path} is not valid JSON ({e}); the latency table may be truncated") from None
+        d = read_json(path, hint="the latency table may be truncated")
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise OFAError(f"{path} is not a latency table (format {FORMAT!r} expected)")
         units = d.get("units")

@@ -7,13 +7,13 @@ the instance given: nothing is ever downloaded.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
 from .errors import OFAError
+from .timm_create import create_timm_model
 
 SUPPORTED = ("plain timm ResNets (BasicBlock or Bottleneck, 7x7 stem with max pool, 1x1 projection shortcuts): "
              "resnet18, resnet26, resnet34, resnet50, resnet101, resnet152; and mobilenetv3_large_100, "
@@ -21,34 +21,6 @@ SUPPORTED = ("plain timm ResNets (BasicBlock or Bottleneck, 7x7 stem with max po
 DEFAULT_WIDTH_MULTS = (0.65, 0.8, 1.0)
 DEFAULT_STEM_MULTS = (0.8, 0.9, 1.0)
 DEFAULT_EXPAND_FRACTIONS = (0.35, 0.5, 0.75, 1.0)
-
-
-def _create(name: str, checkpoint_path: str | None, in_chans: int | None) -> nn.Module:
-    import timm
-
-    if name not in timm.list_models():
-        raise OFAError(f"unknown timm model {name!r}; supported: {SUPPORTED}")
-    if checkpoint_path is None:
-        return timm.create_model(name, pretrained=False, in_chans=in_chans or 3, zero_init_last=False)
-    if not os.path.isfile(checkpoint_path):
-        raise OFAError(f"checkpoint_path {checkpoint_path!r} does not exist")
-    from timm.models import load_state_dict
-
-    try:
-        state = load_state_dict(checkpoint_path, weights_only=True)
-    except Exception as e:
-        raise OFAError(f"cannot read checkpoint {checkpoint_path!r} ({type(e).__name__}: {e}); expected a "
-                       "safetensors file or a torch state dict") from None
-    classes = state["fc.weight"].shape[0] if "fc.weight" in state else 1000
-    chans = state["conv1.weight"].shape[1] if "conv1.weight" in state else 3
-    model = timm.create_model(name, pretrained=False, num_classes=classes, in_chans=chans)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[1:2] or [str(e)]
-        raise OFAError(f"checkpoint {checkpoint_path!r} does not fit timm model {name!r}: {first[0].strip()}") \
-            from None
-    return model
 
 
 def _check_resnet(model: nn.Module) -> None:
@@ -108,7 +80,8 @@ def from_timm(model: str | nn.Module, checkpoint_path: str | None = None, num_cl
                                 stem_mults, expand_fractions, depth_choices, divisor)
     name = model if isinstance(model, str) else getattr(model, "default_cfg", {}).get("architecture", "instance")
     if isinstance(model, str):
-        model = _create(model, checkpoint_path, in_chans)
+        model = create_timm_model(model, checkpoint_path, in_chans, head_key="fc.weight", stem_key="conv1.weight",
+                                  supported=SUPPORTED, zero_init_last=False)
     elif checkpoint_path is not None:
         raise OFAError("checkpoint_path is only used with a model name; load weights into the instance instead")
     if not isinstance(model, nn.Module):

@@ -8,13 +8,13 @@ and the smaller odd sizes down to 3; stage widths take ``width_mults`` and the s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
 from .errors import OFAError
+from .timm_create import create_timm_model
 
 SUPPORTED = ("timm MobileNetV3 and EfficientNet with a single stride-1 depthwise-separable first block, "
              "symmetric padding and BN eps 1e-5: mobilenetv3_large_075/100, efficientnet_b0, efficientnet_lite0")
@@ -36,34 +36,6 @@ def handles(model: str | nn.Module) -> bool:
 
 def _reject(why: str) -> None:
     raise OFAError(f"unsupported timm model ({why}); supported: {SUPPORTED}")
-
-
-def _create(name: str, checkpoint_path: str | None, in_chans: int | None) -> nn.Module:
-    import timm
-
-    if name not in timm.list_models():
-        raise OFAError(f"unknown timm model {name!r}; supported: {SUPPORTED}")
-    if checkpoint_path is None:
-        return timm.create_model(name, pretrained=False, in_chans=in_chans or 3)
-    if not os.path.isfile(checkpoint_path):
-        raise OFAError(f"checkpoint_path {checkpoint_path!r} does not exist")
-    from timm.models import load_state_dict
-
-    try:
-        state = load_state_dict(checkpoint_path, weights_only=True)
-    except Exception as e:
-        raise OFAError(f"cannot read checkpoint {checkpoint_path!r} ({type(e).__name__}: {e}); expected a "
-                       "safetensors file or a torch state dict") from None
-    classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else 1000
-    chans = state["conv_stem.weight"].shape[1] if "conv_stem.weight" in state else 3
-    model = timm.create_model(name, pretrained=False, num_classes=classes, in_chans=chans)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[1:2] or [str(e)]
-        raise OFAError(f"checkpoint {checkpoint_path!r} does not fit timm model {name!r}: {first[0].strip()}") \
-            from None
-    return model
 
 
 def _act(module: nn.Module, where: str) -> str:
@@ -213,7 +185,8 @@ def from_timm_mbconv(model: str | nn.Module, checkpoint_path: str | None = None,
 
     name = model if isinstance(model, str) else getattr(model, "default_cfg", {}).get("architecture", "instance")
     if isinstance(model, str):
-        model = _create(model, checkpoint_path, in_chans)
+        model = create_timm_model(model, checkpoint_path, in_chans, head_key="classifier.weight",
+                                  stem_key="conv_stem.weight", supported=SUPPORTED)
     elif checkpoint_path is not None:
         raise OFAError("checkpoint_path is only used with a model name; load weights into the instance instead")
     if not handles(model):

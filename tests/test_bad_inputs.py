@@ -39,34 +39,33 @@ def _bad_yaml(tmp: Path) -> str:
     return str(path)
 
 
-def _truncated_run(tmp: Path, run_dir: Path) -> str:
-    run = tmp / "broken_run"
-    run.mkdir()
-    for name in ("supernet.json", "config.yaml"):
-        (run / name).write_bytes((run_dir / name).read_bytes())
-    data = (run_dir / "supernet.safetensors").read_bytes()
-    (run / "supernet.safetensors").write_bytes(data[: len(data) // 3])
+def _selected(run: Path, arch: dict) -> None:
     (run / "search").mkdir()
-    arch = ofa.create_supernet("ofa_resnet_tiny").space.smallest().to_dict()
     (run / "search" / "selected.json").write_text(json.dumps(
         {"supernet": "supernet.safetensors", "nested": False, "order": ["micro"],
          "devices": {"micro": {"budget": {"macs": 3000000}, "arch": arch, "macs": 1, "params": 1,
                                "latency_ms": None, "predicted": {"metric": "top1", "value": 50.0},
                                "measured": None}}}))
+
+
+def _copy_run(tmp: Path, run_dir: Path, name: str, truncate: bool = False) -> Path:
+    run = tmp / name
+    run.mkdir()
+    for file in ("supernet.json", "config.yaml", "supernet.safetensors"):
+        data = (run_dir / file).read_bytes()
+        (run / file).write_bytes(data[: len(data) // 3] if truncate and file.endswith(".safetensors") else data)
+    return run
+
+
+def _truncated_run(tmp: Path, run_dir: Path) -> str:
+    run = _copy_run(tmp, run_dir, "broken_run", truncate=True)
+    _selected(run, ofa.create_supernet("ofa_resnet_tiny").space.smallest().to_dict())
     return str(run)
 
 
 def _run_with_selection(tmp: Path, run_dir: Path, arch: dict) -> str:
-    run = tmp / "selected_run"
-    run.mkdir()
-    for name in ("supernet.json", "config.yaml", "supernet.safetensors"):
-        (run / name).write_bytes((run_dir / name).read_bytes())
-    (run / "search").mkdir()
-    (run / "search" / "selected.json").write_text(json.dumps(
-        {"supernet": "supernet.safetensors", "nested": False, "order": ["micro"],
-         "devices": {"micro": {"budget": {"macs": 3000000}, "arch": arch, "macs": 1, "params": 1,
-                               "latency_ms": None, "predicted": {"metric": "top1", "value": 50.0},
-                               "measured": None}}}))
+    run = _copy_run(tmp, run_dir, "selected_run")
+    _selected(run, arch)
     return str(run)
 
 

@@ -1,0 +1,42 @@
+"""Creating a timm model offline: random weights, or a local checkpoint whose class and channel counts it takes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torch import nn
+
+from .errors import OFAError
+
+
+def create_timm_model(name: str, checkpoint_path: str | None, in_chans: int | None, *, head_key: str,
+                      stem_key: str, supported: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name)`` without any download; ``checkpoint_path`` (safetensors or a torch state dict,
+    read with ``weights_only=True``) supplies the weights, and its ``head_key``/``stem_key`` tensors the class and
+    input-channel counts."""
+    import timm
+
+    if name not in timm.list_models():
+        raise OFAError(f"unknown timm model {name!r}; supported: {supported}")
+    if checkpoint_path is None:
+        return timm.create_model(name, pretrained=False, in_chans=in_chans or 3, **kwargs)
+    if not os.path.isfile(checkpoint_path):
+        raise OFAError(f"checkpoint_path {checkpoint_path!r} does not exist")
+    from timm.models import load_state_dict
+
+    try:
+        state = load_state_dict(checkpoint_path, weights_only=True)
+    except Exception as e:
+        raise OFAError(f"cannot read checkpoint {checkpoint_path!r} ({type(e).__name__}: {e}); expected a "
+                       "safetensors file or a torch state dict") from None
+    classes = state[head_key].shape[0] if head_key in state else 1000
+    chans = state[stem_key].shape[1] if stem_key in state else 3
+    model = timm.create_model(name, pretrained=False, num_classes=classes, in_chans=chans)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[1:2] or [str(e)]
+        raise OFAError(f"checkpoint {checkpoint_path!r} does not fit timm model {name!r}: {first[0].strip()}") \
+            from None
+    return model
