@@ -50,6 +50,20 @@ class DynamicKernelConv2d(nn.Conv2d):
             weight = (centre @ self.transforms[str(k)]).reshape(c, 1, k, k)
         return weight
 
+    def _weight_for(self, kernel: int, channels: int) -> torch.Tensor:
+        params = (self.weight, *self.transforms.values())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return self.kernel_weight(kernel, channels)
+        # Without autograd (evaluation), keep the transformed kernel: recomputing the small matrix products on
+        # every call costs more than a batch-1 depthwise convolution. Version counters invalidate it on any
+        # in-place update (optimizer step, load_state_dict, channel sorting).
+        key = (kernel, channels, self.weight.data_ptr(), self.weight.device, self.weight.dtype,
+               tuple(p._version for p in params))
+        cache = getattr(self, "_kernel_cache", None)
+        if cache is None or cache[0] != key:
+            cache = self._kernel_cache = (key, self.kernel_weight(kernel, channels).contiguous())
+        return cache[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin, k = x.shape[1], self.active_kernel
-        return F.conv2d(x, self.kernel_weight(k, cin), None, self.stride, k // 2, self.dilation, cin)
+        return F.conv2d(x, self._weight_for(k, cin), None, self.stride, k // 2, self.dilation, cin)

@@ -104,3 +104,18 @@ def test_cached_weight_slices_follow_in_place_weight_updates(tiny):
         assert torch.allclose(tiny(x), tiny.extract().eval()(x), atol=1e-5)
         tiny.load_state_dict(randomize_bn(ofa.create_supernet("ofa_resnet_tiny")).state_dict())
         assert torch.allclose(tiny(x), tiny.extract().eval()(x), atol=1e-5)
+
+
+def test_cached_kernel_transforms_follow_in_place_updates():
+    net = randomize_bn(ofa.create_supernet("ofa_mbv3_tiny")).eval()
+    arch = net.space.sample(5)
+    x = torch.randn(2, net.in_chans, arch.resolution, arch.resolution)
+    with net.active(arch), torch.no_grad():
+        before = net(x)  # fills the evaluation cache of transformed kernels
+        for m in net.modules():
+            if hasattr(m, "transforms"):
+                for t in m.transforms.values():
+                    t.mul_(1.1)
+        after = net(x)
+        assert not torch.allclose(before, after)
+        assert torch.allclose(after, net.extract().eval()(x), atol=1e-5)
