@@ -87,9 +87,9 @@ def demo_config(quick: bool) -> dict:
     """configs/tiny_cpu.yaml (ofa_resnet_tiny on mnist5k; a test keeps the two equal); --quick caps the steps."""
     phases = [
         {"name": "full", "epochs": 3, "lr": 0.15, "warmup_epochs": 1, "resolutions": "all"},
-        {"name": "depth", "epochs": 1, "lr": 0.05, "resolutions": "all", "depths": "all"},
-        {"name": "expand", "epochs": 2, "lr": 0.05, "resolutions": "all", "depths": "all", "expands": "all"},
-        {"name": "width", "epochs": 2, "lr": 0.05, "resolutions": "all", "depths": "all", "expands": "all",
+        {"name": "depth", "epochs": 1, "lr": 0.1, "resolutions": "all", "depths": "all"},
+        {"name": "expand", "epochs": 2, "lr": 0.1, "resolutions": "all", "depths": "all", "expands": "all"},
+        {"name": "width", "epochs": 2, "lr": 0.1, "resolutions": "all", "depths": "all", "expands": "all",
          "widths": "all", "stem": "all"},
     ]
     config = {"supernet": {"name": "ofa_resnet_tiny"}, "data": {"spec": "mnist5k", "seed": 0}, "seed": 0,
