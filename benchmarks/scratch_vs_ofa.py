@@ -38,18 +38,7 @@ def import_train_module(name: str):
 
 def arch_at(space, q: float):
     """The arch taking, in every dimension, the choice at quantile ``q`` (0 = smallest, 1 = largest)."""
-    def pick(choices):
-        c = sorted(choices)
-        return c[round(q * (len(c) - 1))]
-
-    d = {"resolution": pick(space.resolutions), "depths": [pick(c) for c in space.depths],
-         "widths": [pick(c) for c in space.widths]}
-    d["expands"] = [[pick(space.expands[s])] * d["depths"][s] for s in range(space.num_stages)]
-    if space.stem is not None:
-        d["stem"] = pick(space.stem)
-    if space.kernels is not None:
-        d["kernels"] = [[pick(space.kernels[s])] * d["depths"][s] for s in range(space.num_stages)]
-    return space.arch_from_dict(d)
+    return space.uniform(lambda choices: sorted(choices)[round(q * (len(choices) - 1))])
 
 
 def pinned_phase(arch, name: str, epochs: int, lr: float, warmup: int) -> dict:

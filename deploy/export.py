@@ -103,14 +103,8 @@ def export_program(model: nn.Module, path: str | os.PathLike) -> Path:
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with _quiet():
         program = torch.export.export(model.eval(), (_example(model),), dynamic_shapes={"x": {0: batch}})
-    # torch.export wants a name ending in .pt2, so the temporary file (renamed into place) keeps that suffix.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
-    try:
-        torch.export.save(program, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # torch.export wants a name ending in .pt2, so the temporary file keeps that suffix.
+    atomic_write(path, lambda tmp: torch.export.save(program, tmp), suffix=".tmp.pt2")
     return path
 
 

@@ -110,10 +110,9 @@ def _demo_state(out: Path, mode: str) -> dict:
     """The demo's progress file; refuses a directory that holds anything else, or a demo of the other mode."""
     state_path = out / "demo.json"
     if state_path.is_file():
-        try:
-            state = json.loads(state_path.read_text())
-        except json.JSONDecodeError:
-            raise OFAError(f"{state_path} is corrupt; remove {out} or choose another --out") from None
+        from .io import read_json
+
+        state = read_json(state_path, hint=f"remove {out} or choose another --out")
         if state.get("mode") != mode:
             other = "--quick" if state.get("mode") == "quick" else "the default (no --quick)"
             raise OFAError(f"{out} holds a demo run with {other}; rerun with the same mode to resume it, or choose "

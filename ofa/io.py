@@ -36,10 +36,13 @@ def _digest(description: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a half-written file."""
+def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a half-written file.
+
+    ``suffix`` ends the temporary file's name (for writers that insist on an extension).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -79,6 +82,19 @@ def read_json(path: str | os.PathLike, error: type[OFAError] = OFAError,
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path} is not valid JSON ({e}); {hint}") from None
+
+
+def read_yaml(path: str | os.PathLike, error: type[OFAError] = OFAError) -> Any:
+    """Safe-load a YAML file the user gave us; a syntax error becomes one line naming where it is."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise error(f"{path} is not valid YAML{where}: {problem}") from None
 
 
 def read_description(path: str | os.PathLike) -> dict[str, Any]:

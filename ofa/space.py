@@ -131,7 +131,8 @@ class SearchSpace:
         return total
 
     # -- special archs ---------------------------------------------------------------------------------------
-    def _extreme(self, pick) -> Arch:
+    def uniform(self, pick) -> Arch:
+        """The arch taking ``pick(choices)`` in every dimension (every block of a stage alike), e.g. ``max``."""
         depths = tuple(pick(d) for d in self.depths)
         return Arch(
             resolution=pick(self.resolutions),
@@ -144,10 +145,10 @@ class SearchSpace:
         )
 
     def largest(self) -> Arch:
-        return self._extreme(max)
+        return self.uniform(max)
 
     def smallest(self) -> Arch:
-        return self._extreme(min)
+        return self.uniform(min)
 
     def sample(self, seed_or_rng: int | random.Random | None = None) -> Arch:
         """A uniformly random choice per dimension (depth first, then the genes of the active blocks)."""

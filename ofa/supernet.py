@@ -129,12 +129,10 @@ class Supernet(nn.Module):
     # -- costs and description -------------------------------------------------------------------------------
     def costs(self, arch: Arch | Mapping | None = None) -> tuple[int, int]:
         """(MACs, parameters) of ``arch`` (default: the active arch), analytic and cached."""
-        arch = self.active_arch if arch is None else arch
-        if not isinstance(arch, Arch):
-            arch = self.space.validate(arch)
+        arch = self.active_arch if arch is None else self.space.validate(arch)  # fast for this space's archs
         cached = self._cost_cache.get(arch)
         if cached is None:
-            cached = self.plan.costs(self.space.validate(arch))
+            cached = self.plan.costs(arch)
             if len(self._cost_cache) > 100_000:
                 self._cost_cache.clear()
             self._cost_cache[arch] = cached

@@ -107,15 +107,12 @@ def parse_budget(text: str) -> Budget:
 def load_devices(path: str | Path) -> list[Budget]:
     """A devices.yaml: ``devices: {NAME: {macs: 40M, params: 0.3M, latency_ms: 5, latency_device: pixel7}}``
     (``latency_device`` defaults to the device's own name; ``latency_ms: 5@pixel7`` works too)."""
-    import yaml
+    from ofa.io import read_yaml
 
     path = Path(path)
     if not path.is_file():
         raise OFAError(f"devices file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise OFAError(f"{path} is not valid YAML: {e}") from None
+    doc = read_yaml(path)
     devices = doc.get("devices") if isinstance(doc, Mapping) else None
     if not isinstance(devices, Mapping) or not devices:
         raise OFAError(f"{path}: expected a `devices:` mapping of NAME -> {{macs, params, latency_ms, "

@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ofa.errors import OFAError
+from ofa.io import read_yaml
 from ofa.space import SearchSpace
 
 DIMENSIONS = ("resolutions", "stem", "depths", "widths", "expands", "kernels")
@@ -57,13 +56,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise OFAError(f"config file {str(path)!r} does not exist")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or type(e).__name__
-        raise OFAError(f"config {str(path)!r} is not valid YAML{where}: {problem}") from None
+    config = read_yaml(path)
     if not isinstance(config, dict):
         raise OFAError(f"config {str(path)!r} must be a YAML mapping (supernet:, data:, phases: ...)")
     return config

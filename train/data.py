@@ -29,6 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ofa.errors import OFAError
+from ofa.io import read_yaml
 
 SPLITS = ("train", "calib", "val", "test")
 SPECS_HELP = ("mnist5k | imagefolder:PATH | cifar10:PATH | cifar100:PATH | a timm dataset name "
@@ -476,15 +477,10 @@ def load_data(spec: str = "mnist5k", root: str | None = None, seed: int = 0, dow
 
 def load_run_data(run_dir: str | os.PathLike) -> Data:
     """The Data a run was trained on, from RUN/config.yaml's ``data:`` entry {spec, root, seed}."""
-    import yaml
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise OFAError(f"{path} does not exist; expected a run directory written by `ofa train`")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise OFAError(f"{path} is not valid YAML: {e}") from None
+    config = read_yaml(path) or {}
     entry = config.get("data") if isinstance(config, dict) else None
     if not isinstance(entry, dict) or "spec" not in entry:
         raise OFAError(f"{path} has no `data:` entry with a `spec`; expected data: {{spec, root, seed}}")

@@ -51,17 +51,7 @@ class TrainResult:
 
 def middle_arch(space: SearchSpace) -> Arch:
     """The arch taking the middle choice of every dimension (a representative mid-size subnet)."""
-    def mid(choices):
-        return sorted(choices)[len(choices) // 2]
-
-    d: dict[str, Any] = {"resolution": mid(space.resolutions),
-                         "depths": [mid(c) for c in space.depths], "widths": [mid(c) for c in space.widths]}
-    d["expands"] = [[mid(space.expands[s])] * d["depths"][s] for s in range(space.num_stages)]
-    if space.stem is not None:
-        d["stem"] = mid(space.stem)
-    if space.kernels is not None:
-        d["kernels"] = [[mid(space.kernels[s])] * d["depths"][s] for s in range(space.num_stages)]
-    return space.arch_from_dict(d)
+    return space.uniform(lambda choices: sorted(choices)[len(choices) // 2])
 
 
 def build_supernet(config: dict[str, Any], data: Data) -> nn.Module:
