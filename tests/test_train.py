@@ -180,3 +180,24 @@ def test_shipped_configs_resolve_against_their_supernets(name):
     space = cls.make_plan(**defaults).space
     sizes = [phase_space(space, phase).size() for phase in config["phases"]]
     assert sizes == sorted(sizes) and sizes[-1] == space.size()  # from the full network to the whole space
+
+
+def test_tensorboard_logs_losses_and_validation_accuracy(tmp_path):
+    pytest.importorskip("tensorboard")  # a dev dependency; the feature is an optional extra
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = small_config(phases=[{"name": "full", "epochs": 1, "lr": 0.05}], log_with="tensorboard")
+    train(config, tmp_path / "run", progress=False)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "train/lr", "val_top1/largest"} <= set(tags)
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    top1 = events.Scalars("val_top1/largest")[0].value
+    metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert abs(top1 - float(metrics[1].split(",")[metrics[0].split(",").index("val_top1")])) < 1e-3
+
+
+def test_tensorboard_is_rejected_clearly_when_misspelt(tmp_path):
+    with pytest.raises(OFAError, match="log_with must be null or tensorboard"):
+        train(small_config(log_with="tensorbaord"), tmp_path / "run", progress=False)

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="override the config's setting")
     parser.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU exists")
     parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--log-with", choices=["tensorboard"],
+                        help="also log to TensorBoard (RUN/tensorboard/; needs pip install 'ofa-supernet[tensorboard]')")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=cmd_train)
 
@@ -28,7 +30,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import read_config
     from .trainer import train
 
-    overrides = {"mixed_precision": args.mixed_precision, "seed": args.seed, "cpu": True if args.cpu else None}
+    overrides = {"mixed_precision": args.mixed_precision, "seed": args.seed, "cpu": True if args.cpu else None,
+                 "log_with": args.log_with}
     config = None
     if args.resume is None:
         from ofa.errors import OFAError

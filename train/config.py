@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 200,   # steps; plus every epoch end
     "keep_checkpoints": 2,
     "eval": {"calib_images": 500, "val_images": None, "batch_size": 256},
+    "log_with": None,          # null | tensorboard: also log losses, lr and validation top-1 to RUN/tensorboard/
     "log_subnets": False,      # write logs/rank{R}.json: the subnets each process trained, its final weights' hash
     "max_steps_per_epoch": None,  # cap (for smoke tests); null = the whole training split
 }
@@ -86,6 +87,8 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
                                                                       if data.get("augment") else {})}
     if out["mixed_precision"] not in ("no", "fp16", "bf16"):
         raise OFAError(f"mixed_precision must be one of no, fp16, bf16; got {out['mixed_precision']!r}")
+    if out["log_with"] not in (None, "tensorboard"):
+        raise OFAError(f"log_with must be null or tensorboard; got {out['log_with']!r}")
     for key in ("batch_size", "checkpoint_every", "keep_checkpoints", "gradient_accumulation_steps"):
         if not isinstance(out[key], int) or out[key] < 1:
             raise OFAError(f"{key} must be a positive integer, got {out[key]!r}")

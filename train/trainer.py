@@ -86,16 +86,20 @@ def state_hash(module: nn.Module, params_only: bool = False) -> str:
     return h.hexdigest()
 
 
-def _make_accelerator(config: dict[str, Any]):
+def _make_accelerator(config: dict[str, Any], run_dir: Path):
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, is_tensorboard_available
 
     # Elastic depth leaves whole blocks unused by a subnet: DDP must not wait for their gradients.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     # cpu=True when no GPU exists, so that `torchrun --nproc_per_node N` on CPU forms one gloo group.
     cpu = bool(config["cpu"]) or not torch.cuda.is_available()
+    log_with = config["log_with"]
+    if log_with == "tensorboard" and not is_tensorboard_available():  # accelerate would drop it silently
+        raise OFAError("log_with: tensorboard needs the tensorboard package: pip install 'ofa-supernet[tensorboard]'")
     return Accelerator(cpu=cpu, mixed_precision=config["mixed_precision"], kwargs_handlers=[ddp],
-                       gradient_accumulation_steps=config["gradient_accumulation_steps"])
+                       gradient_accumulation_steps=config["gradient_accumulation_steps"], log_with=log_with,
+                       project_dir=str(run_dir))
 
 
 class Trainer:
@@ -113,7 +117,7 @@ class Trainer:
         self.net.data_config = copy.deepcopy(self.data.data_config)
         self.phases = config["phases"]
         self.spaces = [phase_space(self.net.space, p) for p in self.phases]  # checks every phase up front
-        self.accelerator = _make_accelerator(config)
+        self.accelerator = _make_accelerator(config, run_dir)
         self.main = self.accelerator.is_main_process
         self.resolution = max(self.net.space.resolutions)  # the loader's; subnets resize on the fly
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
@@ -148,6 +152,9 @@ class Trainer:
                 print("note: timm.skip_first_phase ignored: the pretrained head does not fit the data's "
                       f"{self.data.num_classes} classes, so the first phase fine-tunes it", file=sys.stderr)
         self.model = self.accelerator.prepare_model(self.net)
+        if config["log_with"]:
+            hparams = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
+            self.accelerator.init_trackers("tensorboard", config=hparams)  # -> RUN/tensorboard/
 
     def _head_fits(self) -> bool:
         import safetensors.torch
@@ -246,6 +253,8 @@ class Trainer:
                                  "ci_low": round(m.ci_low, 3), "ci_high": round(m.ci_high, 3),
                                  "train_loss": round(train_loss, 5), "lr": lr,
                                  "images_per_s": round(images_per_s, 1), "arch": arch.to_json()})
+            self.accelerator.log({f"val_top1/{label}": m.top1, f"val_loss/{label}": m.loss},
+                                 step=self.pos["global_step"])
 
     # -- the loop --------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -286,6 +295,9 @@ class Trainer:
                         self._in_step = False
                         images += len(labels) * self.world
                         bar.update(1)
+                        if cfg["log_with"]:
+                            acc.log({"train/loss": loss, "train/lr": optimizer.param_groups[0]["lr"]},
+                                    step=self.pos["global_step"])
                         bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
                         if self.pos["global_step"] % cfg["checkpoint_every"] == 0 \
                                 and self.pos["batch"] < self.steps_per_epoch:
