@@ -10,7 +10,10 @@ on the same storage share the work:
   unmeasured, so no arch is measured twice;
 * a killed worker's trial is reclaimed: on an RDB storage (the default SQLite file, PostgreSQL, MySQL) each
   running measurement records a heartbeat and a trial whose heartbeat is older than ``grace_period`` is failed
-  (``optuna.storages.fail_stale_trials``) and re-enqueued. Optuna's journal storage has no heartbeat: there a
+  (``optuna.storages.fail_stale_trials``) and re-enqueued. A worker killed between popping a trial and its first
+  heartbeat leaves a RUNNING trial that Optuna never sees as stale (it has no heartbeat at all): such a trial,
+  older than ``grace_period`` and never marked as beating, is failed too, or every other worker would wait on it
+  forever. Optuna's journal storage has no heartbeat: there a
   RUNNING trial older than ``stale_after`` seconds is taken for dead. Use an RDB storage for several workers;
   a journal file is fine for one worker (a restart reclaims what the killed run left behind).
 
@@ -42,6 +45,7 @@ from ofa.io import atomic_write
 
 STUDY_NAME = "accuracy_table"
 COLUMNS = ("key", "arch", "resolution", "macs", "params", "top1", "loss", "ci_low", "ci_high", "n")
+BEATING = "beating"  # set once a measurement's heartbeat runs (see _reclaim_dead)
 LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
 
 
@@ -143,20 +147,27 @@ class _Heartbeat:
             self.thread.join()
 
 
-def _reclaim_dead(study: optuna.Study, storage, stale_after: float) -> None:
+def _reclaim_dead(study: optuna.Study, storage, stale_after: float, grace_period: float) -> None:
     """Fail the RUNNING trials of killed workers (their archs are then re-enqueued by the plan)."""
+    now = datetime.datetime.now()
     if _has_heartbeat(storage):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        return
-    now = datetime.datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > stale_after:
-            try:
-                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
-                pass  # finished (or reclaimed by another worker) meanwhile
+        # killed before its first heartbeat: Optuna's stale check skips trials that never had one
+        dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if not t.user_attrs.get(BEATING) and _age(t, now) > grace_period]
+    else:
+        dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if _age(t, now) > stale_after]
+    for t in dead:
+        try:
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+            pass  # finished (or reclaimed by another worker) meanwhile
+
+
+def _age(trial, now: datetime.datetime) -> float:
+    return (now - trial.datetime_start).total_seconds() if trial.datetime_start is not None else 0.0
 
 
 def _live_owner(trials, key: str):
@@ -199,7 +210,7 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
     bar = _progress(progress, len(planned))
     try:
         while max_measurements is None or done_here < max_measurements:
-            _reclaim_dead(study, store, stale_after)
+            _reclaim_dead(study, store, stale_after, grace_period)
             trials = study.get_trials(deepcopy=False)
             owners = {t.user_attrs.get("key") for t in trials if t.state in LIVE}
             for a in planned:
@@ -223,15 +234,21 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
             arch = net.space.arch_from_json(trial.user_attrs["arch"])
             try:
                 with _Heartbeat(store, trial._trial_id):
+                    trial.set_user_attr(BEATING, True)
                     m = measure_arch(net, data, arch, calib_batches, batch_size, "val", val_limit)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # this worker stalled past grace_period before its first heartbeat and was reclaimed
             except BaseException:
                 study.tell(trial, state=TrialState.FAIL)  # re-enqueued by the next worker that looks
                 raise
             macs, params = net.costs(arch)
-            for name, value in (("macs", macs), ("params", params), ("loss", m.loss), ("ci_low", m.ci_low),
-                                ("ci_high", m.ci_high), ("n", m.total), ("resolution", arch.resolution)):
-                trial.set_user_attr(name, value)
-            study.tell(trial, m.top1)
+            try:
+                for name, value in (("macs", macs), ("params", params), ("loss", m.loss), ("ci_low", m.ci_low),
+                                    ("ci_high", m.ci_high), ("n", m.total), ("resolution", arch.resolution)):
+                    trial.set_user_attr(name, value)
+                study.tell(trial, m.top1)
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # ValueError: tell on a FAIL trial
+                continue  # reclaimed as dead meanwhile (a stall longer than grace_period): the arch is re-measured
             done_here += 1
             if on_measured is not None:
                 on_measured(arch, m)

@@ -100,6 +100,34 @@ def test_killed_worker_loses_nothing_and_its_arch_is_reclaimed(run, tmp_path):
     assert states.count("FAIL") >= 1 and states.count("COMPLETE") == 6  # the killed trial was reclaimed
 
 
+def test_worker_killed_before_its_first_heartbeat_does_not_block_the_others(run, tmp_path):
+    """A worker that died between popping a trial and its first heartbeat leaves a RUNNING trial that Optuna's
+    stale check never fails (it has no heartbeat); the next worker must reclaim it, not wait on it forever."""
+    import threading
+
+    import optuna
+
+    from search.table import open_storage
+    from train.data import load_run_data
+
+    net = ofa.load(run / "supernet.safetensors")
+    storage = f"sqlite:///{tmp_path / 'early.db'}"
+    study = optuna.create_study(storage=open_storage(storage, 1, 2), study_name=STUDY_NAME, direction="maximize")
+    for a in plan_archs(net, 4, seed=0):
+        study.enqueue_trial({}, user_attrs={"key": a.key(), "arch": a.to_json()})
+    abandoned = study.ask()  # popped, then the worker died: RUNNING, no heartbeat ever recorded
+    time.sleep(2.5)  # older than the grace period
+    measured = []
+    worker = threading.Thread(daemon=True, target=lambda: measured.append(measure_table(
+        net, load_run_data(run), storage, 4, seed=0, calib_batches=1, batch_size=48, val_limit=48,
+        heartbeat_interval=1, grace_period=2, poll_seconds=0.2, progress=False)))
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the worker waited on a dead trial"
+    assert measured == [4] and len(read_table(storage)) == 4
+    assert study.get_trials(deepcopy=False)[abandoned.number].state.name == "FAIL"
+
+
 def test_search_writes_the_contract_outputs(run, shared, capsys):
     from search.budgets import parse_budget
     from search.run import SearchConfig, search
