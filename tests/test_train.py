@@ -201,3 +201,26 @@ def test_tensorboard_logs_losses_and_validation_accuracy(tmp_path):
 def test_tensorboard_is_rejected_clearly_when_misspelt(tmp_path):
     with pytest.raises(OFAError, match="log_with must be null or tensorboard"):
         train(small_config(log_with="tensorbaord"), tmp_path / "run", progress=False)
+
+
+def test_bf16_training_runs_on_cpu_in_its_own_process(tmp_path):
+    config = small_config(phases=[{"name": "full", "epochs": 1, "lr": 0.05}])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ofa.cli", "train", "--config", str(tmp_path / "c.yaml"), "--out",
+                           str(tmp_path / "run"), "--mixed-precision", "bf16", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["mixed_precision"] == "bf16"
+    net = ofa.load(tmp_path / "run" / "supernet.safetensors")
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in net.parameters())
+
+
+def test_a_second_precision_in_one_process_is_a_clear_error(tmp_path):
+    config = small_config(phases=[{"name": "full", "epochs": 1, "lr": 0.05}])
+    train(copy.deepcopy(config), tmp_path / "a", progress=False)  # the process's state: no mixed precision
+    with pytest.raises(OFAError, match="accelerate allows one setting per process"):
+        train(dict(config, mixed_precision="bf16"), tmp_path / "b", progress=False)
+    assert not (tmp_path / "b").exists()  # nothing half-written

@@ -97,9 +97,20 @@ def _make_accelerator(config: dict[str, Any], run_dir: Path):
     log_with = config["log_with"]
     if log_with == "tensorboard" and not is_tensorboard_available():  # accelerate would drop it silently
         raise OFAError("log_with: tensorboard needs the tensorboard package: pip install 'ofa-supernet[tensorboard]'")
-    return Accelerator(cpu=cpu, mixed_precision=config["mixed_precision"], kwargs_handlers=[ddp],
-                       gradient_accumulation_steps=config["gradient_accumulation_steps"], log_with=log_with,
-                       project_dir=str(run_dir))
+    try:
+        return Accelerator(cpu=cpu, mixed_precision=config["mixed_precision"], kwargs_handlers=[ddp],
+                           gradient_accumulation_steps=config["gradient_accumulation_steps"], log_with=log_with,
+                           project_dir=str(run_dir))
+    except ValueError as e:
+        if "already been initialized" not in str(e):
+            raise
+        # accelerate keeps one device/precision state per process (a notebook, a script training twice)
+        from accelerate.state import AcceleratorState
+
+        raise OFAError(f"this process already trained with mixed_precision={AcceleratorState().mixed_precision!r} "
+                       f"and accelerate allows one setting per process; train with "
+                       f"mixed_precision={config['mixed_precision']!r} in a new process (or restart the notebook "
+                       "kernel)") from None
 
 
 class Trainer:
