@@ -9,6 +9,7 @@ subnets at least match scratch on average.
 
     python benchmarks/scratch_vs_ofa.py                              # the full tiny schedule (minutes on a free CPU)
     python benchmarks/scratch_vs_ofa.py --steps-per-epoch 8          # a quick, smaller-budget comparison
+    python benchmarks/scratch_vs_ofa.py --seeds 2                    # both sides twice: less seed noise
 
 Writes benchmarks/results/scratch_vs_ofa.json and prints a table (top-1 with 95% Wilson intervals).
 """
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--run", help="an existing run of that config (skip training the supernet)")
     parser.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (a smaller budget for both)")
     parser.add_argument("--batch", type=int, help="override the config's batch size")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train both sides with this many seeds (config seed, +1, ...) and average")
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--eval-images", type=int, help="cap the per-epoch validation/calibration images")
     parser.add_argument("--workdir", help="where runs go (default: a temporary folder)")
@@ -83,44 +86,56 @@ def main() -> None:
     if args.eval_images:
         config.setdefault("eval", {}).update(calib_images=args.eval_images, val_images=args.eval_images)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="scratch_vs_ofa_"))
-    t0 = time.perf_counter()
-    if args.run:
-        run = Path(args.run)
-    else:
-        run = work / "ofa"
-        trainer.train(copy.deepcopy(config), run, progress=True)
-    ofa_seconds = time.perf_counter() - t0
-    net = ofa.load(run / "supernet.safetensors")
-    data = data_mod.load_run_data(run)
-    space = net.space
-    picks = [("largest", space.largest()), ("middle_high", arch_at(space, 2 / 3)),
-             ("middle_low", arch_at(space, 1 / 3)), ("smallest", space.smallest())]
+    seeds = [int(config.get("seed", 0)) + i for i in range(args.seeds)]
+    if args.run and len(seeds) > 1:
+        parser.error("--run takes one existing run: use it without --seeds")
     total_epochs = sum(p["epochs"] for p in config["phases"])
     first = config["phases"][0]
-    rows = []
-    for label, arch in picks:
-        from_ofa = measure(net, arch, data, args.test_limit)
-        scratch_config = copy.deepcopy(config)
-        scratch_config.update(kd_ratio=0.0, num_random=0,
-                              phases=[pinned_phase(arch, "scratch", total_epochs, first["lr"],
-                                                   first.get("warmup_epochs", 0))])
-        t = time.perf_counter()
-        result = trainer.train(scratch_config, work / f"scratch_{label}", progress=True)
-        scratch_seconds = time.perf_counter() - t
-        scratch_net = ofa.load(result.supernet_path)
-        from_scratch = measure(scratch_net, arch, data, args.test_limit)
-        macs, params = net.costs(arch)
-        rows.append({"subnet": label, "arch": arch.to_dict(), "macs": macs, "params": params,
-                     "ofa": from_ofa.to_dict(), "scratch": from_scratch.to_dict(),
-                     "scratch_train_s": round(scratch_seconds, 1)})
-        print(f"{label}: ofa {from_ofa}  scratch {from_scratch}", flush=True)
+    rows, ofa_seconds = {}, []
+    for seed in seeds:  # the data split stays (data.seed): a seed changes init, batch order, augmentation, subnets
+        seeded = dict(copy.deepcopy(config), seed=seed)
+        t0 = time.perf_counter()
+        if args.run:
+            run = Path(args.run)
+        else:
+            run = work / f"ofa_seed{seed}"
+            trainer.train(copy.deepcopy(seeded), run, progress=True)
+        ofa_seconds.append(round(time.perf_counter() - t0, 1))
+        net = ofa.load(run / "supernet.safetensors")
+        data = data_mod.load_run_data(run)
+        space = net.space
+        picks = [("largest", space.largest()), ("middle_high", arch_at(space, 2 / 3)),
+                 ("middle_low", arch_at(space, 1 / 3)), ("smallest", space.smallest())]
+        for label, arch in picks:
+            from_ofa = measure(net, arch, data, args.test_limit)
+            scratch_config = copy.deepcopy(seeded)
+            scratch_config.update(kd_ratio=0.0, num_random=0,
+                                  phases=[pinned_phase(arch, "scratch", total_epochs, first["lr"],
+                                                       first.get("warmup_epochs", 0))])
+            t = time.perf_counter()
+            result = trainer.train(scratch_config, work / f"scratch_{label}_seed{seed}", progress=True)
+            scratch_seconds = time.perf_counter() - t
+            from_scratch = measure(ofa.load(result.supernet_path), arch, data, args.test_limit)
+            macs, params = net.costs(arch)
+            row = rows.setdefault(label, {"subnet": label, "arch": arch.to_dict(), "macs": macs, "params": params,
+                                          "seeds": []})
+            row["seeds"].append({"seed": seed, "ofa": from_ofa.to_dict(), "scratch": from_scratch.to_dict(),
+                                 "scratch_train_s": round(scratch_seconds, 1)})
+            print(f"seed {seed} {label}: ofa {from_ofa}  scratch {from_scratch}", flush=True)
+    rows = list(rows.values())
+    for r in rows:  # mean over seeds; the interval is one test evaluation's (the seeds share the test images)
+        for side in ("ofa", "scratch"):
+            total = r["seeds"][0][side]["total"]
+            correct = sum(s[side]["correct"] for s in r["seeds"]) / len(r["seeds"])
+            low, high = ofa.wilson_interval(round(correct), total)
+            r[side] = {"top1": 100.0 * correct / total, "total": total, "ci_low": low, "ci_high": high}
     mean_ofa = sum(r["ofa"]["top1"] for r in rows) / len(rows)
     mean_scratch = sum(r["scratch"]["top1"] for r in rows) / len(rows)
     result = {"config": args.config, "epochs": total_epochs, "steps_per_epoch_cap": args.steps_per_epoch,
-              "batch_size": config.get("batch_size"), "ofa_train_s": round(ofa_seconds, 1), "rows": rows,
+              "batch_size": config.get("batch_size"), "seeds": seeds, "ofa_train_s": ofa_seconds, "rows": rows,
               "mean_top1_ofa": mean_ofa, "mean_top1_scratch": mean_scratch,
               "goal": "mean_top1_ofa >= mean_top1_scratch", "met": mean_ofa >= mean_scratch,
-              "split": "test", "note": "CPU timings depend on machine load"}
+              "split": "test", "note": "top-1: mean over seeds; CPU timings depend on machine load"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\n{'subnet':<12}{'MACs':>10}{'OFA top-1 [95% CI]':>28}{'scratch top-1 [95% CI]':>28}")
