@@ -86,22 +86,22 @@ DEMO_DEVICE = "this-cpu"  # the latency table profiled on this machine
 def demo_config(quick: bool) -> dict:
     """configs/tiny_cpu.yaml (ofa_resnet_tiny on mnist5k; a test keeps the two equal); --quick caps the steps."""
     phases = [
-        {"name": "full", "epochs": 3, "lr": 0.15, "warmup_epochs": 1, "resolutions": "all"},
-        {"name": "depth", "epochs": 1, "lr": 0.1, "resolutions": "all", "depths": "all"},
-        {"name": "expand", "epochs": 2, "lr": 0.1, "resolutions": "all", "depths": "all", "expands": "all"},
-        {"name": "width", "epochs": 2, "lr": 0.1, "resolutions": "all", "depths": "all", "expands": "all",
+        {"name": "full", "epochs": 4, "lr": 0.15, "warmup_epochs": 1, "resolutions": "all"},
+        {"name": "depth", "epochs": 1, "lr": 0.07, "resolutions": "all", "depths": "all"},
+        {"name": "expand", "epochs": 1, "lr": 0.07, "resolutions": "all", "depths": "all", "expands": "all"},
+        {"name": "width", "epochs": 2, "lr": 0.07, "resolutions": "all", "depths": "all", "expands": "all",
          "widths": "all", "stem": "all"},
     ]
     config = {"supernet": {"name": "ofa_resnet_tiny"}, "data": {"spec": "mnist5k", "seed": 0}, "seed": 0,
-              "batch_size": 64, "optimizer": {"opt": "sgd", "momentum": 0.9, "weight_decay": 5e-5,
+              "batch_size": 16, "optimizer": {"opt": "sgd", "momentum": 0.9, "weight_decay": 5e-5,
                                               "filter_bias_and_bn": True},
               "scheduler": {"sched": "cosine", "warmup_lr": 1e-3, "min_lr": 1e-4}, "label_smoothing": 0.1,
-              "num_random": 2, "kd_ratio": 1.0, "sort_criterion": "l1", "checkpoint_every": 100,
+              "num_random": 2, "kd_ratio": 1.0, "sort_criterion": "l1", "checkpoint_every": 200,
               "eval": {"calib_images": 500, "val_images": None, "batch_size": 250}, "phases": phases}
     if quick:  # 36 steps of the full network (a weak teacher spoils every later phase), 12 per later phase
         for phase in phases:
             phase["epochs"], phase["warmup_epochs"] = (3 if phase["name"] == "full" else 1), 0
-        config.update(max_steps_per_epoch=12, checkpoint_every=20,
+        config.update(batch_size=64, max_steps_per_epoch=12, checkpoint_every=20,
                       eval={"calib_images": 256, "val_images": 500, "batch_size": 250})
     return config
 

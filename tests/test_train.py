@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,12 @@ def test_a_second_precision_in_one_process_is_a_clear_error(tmp_path):
     with pytest.raises(OFAError, match="accelerate allows one setting per process"):
         train(dict(config, mixed_precision="bf16"), tmp_path / "b", progress=False)
     assert not (tmp_path / "b").exists()  # nothing half-written
+
+
+def test_a_phase_can_sample_more_random_subnets(tmp_path):
+    config = read_config(CONFIG)
+    phases = [dict(config["phases"][0], epochs=1, warmup_epochs=0),
+              dict(config["phases"][-1], epochs=1, warmup_epochs=0, num_random=3)]  # once-for-all: more later
+    train(small_config(phases=phases, num_random=1, log_subnets=True), tmp_path / "run", progress=False)
+    log = json.loads((tmp_path / "run" / "logs" / "rank0.json").read_text())
+    assert [len(step) for step in log["subnets"]] == [3, 3, 5, 5]  # largest + smallest + num_random

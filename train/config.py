@@ -2,9 +2,10 @@
 
 A config names the supernet (``supernet: {name, ...kwargs}`` or ``timm: {name, checkpoint_path}``), the data
 (``data: {spec, root, seed}``), the optimisation settings and a list of ``phases``. Each phase has a ``name``,
-``epochs``, ``lr``, ``warmup_epochs`` and its sub-space: per elastic dimension (``resolutions``, ``stem``,
-``depths``, ``widths``, ``expands``, ``kernels``) a list of allowed values (flat, or one list per stage) or
-``all``; a dimension a phase does not mention stays at its largest value, so phases open the space step by step.
+``epochs``, ``lr``, ``warmup_epochs``, optionally ``num_random`` (else the top-level one) and its sub-space: per
+elastic dimension (``resolutions``, ``stem``, ``depths``, ``widths``, ``expands``, ``kernels``) a list of allowed
+values (flat, or one list per stage) or ``all``; a dimension a phase does not mention stays at its largest value,
+so phases open the space step by step.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "log_subnets": False,      # write logs/rank{R}.json: the subnets each process trained, its final weights' hash
     "max_steps_per_epoch": None,  # cap (for smoke tests); null = the whole training split
 }
-PHASE_KEYS = {"name", "epochs", "lr", "warmup_epochs", "space"} | set(DIMENSIONS)
+PHASE_KEYS = {"name", "epochs", "lr", "warmup_epochs", "num_random", "space"} | set(DIMENSIONS)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -116,6 +117,9 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(phase["lr"], (int, float)) or phase["lr"] <= 0:
             raise OFAError(f"{where}: lr must be a positive number, got {phase['lr']!r}")
         phase.setdefault("warmup_epochs", 0)
+        phase.setdefault("num_random", out["num_random"])  # once-for-all samples more subnets in later phases
+        if not isinstance(phase["num_random"], int) or phase["num_random"] < 0:
+            raise OFAError(f"{where}: num_random must be a non-negative integer, got {phase['num_random']!r}")
         # allowed values may sit under `space:` or directly in the phase
         space = dict(phase.pop("space", None) or {})
         for dim in DIMENSIONS:

@@ -339,7 +339,8 @@ class Trainer:
     def _step(self, space: SearchSpace, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor) -> float:
         cfg, acc = self.config, self.accelerator
         images, labels = images.to(acc.device), labels.to(acc.device)
-        archs = sample_subnets(space, self.seed, self.pos["global_step"], cfg["num_random"])
+        phase = self.phases[self.pos["phase"]]
+        archs = sample_subnets(space, self.seed, self.pos["global_step"], phase["num_random"])
         if cfg["log_subnets"]:
             self.subnet_log.append([a.key() for a in archs])
         with acc.accumulate(self.model):
