@@ -99,7 +99,7 @@ def main() -> None:
             run = Path(args.run)
         else:
             run = work / f"ofa_seed{seed}"
-            trainer.train(copy.deepcopy(seeded), run, progress=True)
+            trainer.train(seeded, run, progress=True)  # train() copies a dict config
         ofa_seconds.append(round(time.perf_counter() - t0, 1))
         net = ofa.load(run / "supernet.safetensors")
         data = data_mod.load_run_data(run)

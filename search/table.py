@@ -45,7 +45,7 @@ from ofa.io import atomic_write
 
 STUDY_NAME = "accuracy_table"
 COLUMNS = ("key", "arch", "resolution", "macs", "params", "top1", "loss", "ci_low", "ci_high", "n")
-BEATING = "beating"  # set once a measurement's heartbeat runs (see _reclaim_dead)
+BEATING = "beating"  # user attr set by _Heartbeat once a measurement's first heartbeat is written
 LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
 
 
@@ -123,7 +123,8 @@ def _has_heartbeat(storage) -> bool:
 
 class _Heartbeat:
     """Records a running trial's heartbeat every ``interval`` seconds (what ``study.optimize`` does for you;
-    the ask/tell loop here has to do it itself)."""
+    the ask/tell loop here has to do it itself), and marks the trial as beating once the first one is written,
+    so that a trial without the mark is known to have died before it (see ``_reclaim_dead``)."""
 
     def __init__(self, storage, trial_id: int) -> None:
         self.storage, self.trial_id, self.stop = storage, trial_id, threading.Event()
@@ -138,6 +139,7 @@ class _Heartbeat:
     def __enter__(self) -> _Heartbeat:
         if self.thread is not None:
             self.storage.record_heartbeat(self.trial_id)
+            self.storage.set_trial_user_attr(self.trial_id, BEATING, True)  # raises if reclaimed meanwhile
             self.thread.start()
         return self
 
@@ -234,7 +236,6 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
             arch = net.space.arch_from_json(trial.user_attrs["arch"])
             try:
                 with _Heartbeat(store, trial._trial_id):
-                    trial.set_user_attr(BEATING, True)
                     m = measure_arch(net, data, arch, calib_batches, batch_size, "val", val_limit)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # this worker stalled past grace_period before its first heartbeat and was reclaimed

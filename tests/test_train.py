@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,9 +209,6 @@ def test_tensorboard_is_rejected_clearly_when_misspelt(tmp_path):
 def test_bf16_training_runs_on_cpu_in_its_own_process(tmp_path):
     config = small_config(phases=[{"name": "full", "epochs": 1, "lr": 0.05}])
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-m", "ofa.cli", "train", "--config", str(tmp_path / "c.yaml"), "--out",
                            str(tmp_path / "run"), "--mixed-precision", "bf16", "--quiet"],
                           capture_output=True, text=True, timeout=300)

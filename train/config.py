@@ -93,8 +93,7 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     for key in ("batch_size", "checkpoint_every", "keep_checkpoints", "gradient_accumulation_steps"):
         if not isinstance(out[key], int) or out[key] < 1:
             raise OFAError(f"{key} must be a positive integer, got {out[key]!r}")
-    if not isinstance(out["num_random"], int) or out["num_random"] < 0:
-        raise OFAError(f"num_random must be a non-negative integer, got {out['num_random']!r}")
+    _check_num_random(out["num_random"], "")
     phases = out.get("phases")
     if not isinstance(phases, list) or not phases:
         raise OFAError("the config needs a non-empty `phases:` list (name, epochs, lr, warmup_epochs, allowed values)")
@@ -118,8 +117,7 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
             raise OFAError(f"{where}: lr must be a positive number, got {phase['lr']!r}")
         phase.setdefault("warmup_epochs", 0)
         phase.setdefault("num_random", out["num_random"])  # once-for-all samples more subnets in later phases
-        if not isinstance(phase["num_random"], int) or phase["num_random"] < 0:
-            raise OFAError(f"{where}: num_random must be a non-negative integer, got {phase['num_random']!r}")
+        _check_num_random(phase["num_random"], f"{where}: ")
         # allowed values may sit under `space:` or directly in the phase
         space = dict(phase.pop("space", None) or {})
         for dim in DIMENSIONS:
@@ -132,6 +130,11 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     if out["eval"].get("calib_images") is not None and int(out["eval"]["calib_images"]) < 1:
         raise OFAError("eval.calib_images must be positive")
     return out
+
+
+def _check_num_random(value: Any, where: str) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise OFAError(f"{where}num_random must be a non-negative integer, got {value!r}")
 
 
 def phase_space(space: SearchSpace, phase: dict[str, Any]) -> SearchSpace:

@@ -276,7 +276,7 @@ class Trainer:
         resumed = self.checkpoint is not None
         while self.pos["phase"] < len(self.phases):
             p = self.pos["phase"]
-            phase, space = self.phases[p], self.spaces[p]
+            phase = self.phases[p]
             optimizer, scheduler = self._start_phase(p)
             if resumed and self.checkpoint["optimizer_phase"] == p:
                 optimizer.load_state_dict(self.checkpoint["optimizer"])
@@ -300,15 +300,14 @@ class Trainer:
                         if self.pos["batch"] >= self.steps_per_epoch:
                             break
                         self._in_step = True
-                        loss = self._step(space, optimizer, scheduler, images_batch, labels)
+                        loss = self._step(p, optimizer, scheduler, images_batch, labels)
                         self.pos["loss_sum"] += loss
                         self.pos["loss_n"] += 1
                         self._in_step = False
                         images += len(labels) * self.world
                         bar.update(1)
-                        if cfg["log_with"]:
-                            acc.log({"train/loss": loss, "train/lr": optimizer.param_groups[0]["lr"]},
-                                    step=self.pos["global_step"])
+                        acc.log({"train/loss": loss, "train/lr": optimizer.param_groups[0]["lr"]},
+                                step=self.pos["global_step"])  # a no-op without log_with
                         bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
                         if self.pos["global_step"] % cfg["checkpoint_every"] == 0 \
                                 and self.pos["batch"] < self.steps_per_epoch:
@@ -336,11 +335,10 @@ class Trainer:
             self._make_teacher()  # the full network, frozen, teaches every later phase
         self.pos.update(phase=p + 1, epoch=0, batch=0, phase_step=0)
 
-    def _step(self, space: SearchSpace, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor) -> float:
+    def _step(self, p: int, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor) -> float:
         cfg, acc = self.config, self.accelerator
         images, labels = images.to(acc.device), labels.to(acc.device)
-        phase = self.phases[self.pos["phase"]]
-        archs = sample_subnets(space, self.seed, self.pos["global_step"], phase["num_random"])
+        archs = sample_subnets(self.spaces[p], self.seed, self.pos["global_step"], self.phases[p]["num_random"])
         if cfg["log_subnets"]:
             self.subnet_log.append([a.key() for a in archs])
         with acc.accumulate(self.model):
@@ -353,7 +351,7 @@ class Trainer:
                 total = acc.reduce(total, reduction="mean")
             if not math.isfinite(float(total)):
                 optimizer.zero_grad(set_to_none=True)
-                where = (f"phase {self.phases[self.pos['phase']]['name']!r}, epoch {self.pos['epoch'] + 1}, "
+                where = (f"phase {self.phases[p]['name']!r}, epoch {self.pos['epoch'] + 1}, "
                          f"step {self.pos['global_step'] + 1}")
                 last = getattr(self, "checkpoint_path", None)
                 raise NonFiniteLossError(
