@@ -31,9 +31,10 @@ def run(tmp_path_factory):
     return run
 
 
-def _worker(run, storage, size, grace=60):
+def _worker(run, storage, size, grace=60, val_limit=48):
+    measure = [*MEASURE, "--val-limit", str(val_limit)]  # the last --val-limit wins
     return subprocess.Popen([sys.executable, "-m", "ofa.cli", "search", str(run), "--measure-only", "--storage",
-                             storage, "--table-size", str(size), "--grace-period", str(grace), *MEASURE],
+                             storage, "--table-size", str(size), "--grace-period", str(grace), *measure],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -69,7 +70,8 @@ def test_killed_worker_loses_nothing_and_its_arch_is_reclaimed(run, tmp_path):
     storage = f"sqlite:///{tmp_path / 'killed.db'}"
     killed_while_running = False
     for _ in range(3):  # the kill can land between two measurements: then start a worker and try again
-        worker = _worker(run, storage, 6, grace=2)
+        # the whole validation split: a measurement long enough (~1 s) for a kill to land inside it
+        worker = _worker(run, storage, 6, grace=2, val_limit=750)
         deadline = time.time() + 180
         while time.time() < deadline and worker.poll() is None:
             try:
