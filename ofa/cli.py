@@ -86,10 +86,10 @@ DEMO_DEVICE = "this-cpu"  # the latency table profiled on this machine
 def demo_config(quick: bool) -> dict:
     """configs/tiny_cpu.yaml (ofa_resnet_tiny on mnist5k; a test keeps the two equal); --quick caps the steps."""
     phases = [
-        {"name": "full", "epochs": 4, "lr": 0.15, "warmup_epochs": 1, "resolutions": "all"},
+        {"name": "full", "epochs": 4, "lr": 0.15, "warmup_epochs": 1},
         {"name": "depth", "epochs": 1, "lr": 0.07, "resolutions": "all", "depths": "all"},
         {"name": "expand", "epochs": 1, "lr": 0.07, "resolutions": "all", "depths": "all", "expands": "all"},
-        {"name": "width", "epochs": 2, "lr": 0.07, "resolutions": "all", "depths": "all", "expands": "all",
+        {"name": "width", "epochs": 4, "lr": 0.07, "resolutions": "all", "depths": "all", "expands": "all",
          "widths": "all", "stem": "all"},
     ]
     config = {"supernet": {"name": "ofa_resnet_tiny"}, "data": {"spec": "mnist5k", "seed": 0}, "seed": 0,
