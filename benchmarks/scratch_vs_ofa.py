@@ -17,7 +17,6 @@ Writes benchmarks/results/scratch_vs_ofa.json and prints a table (top-1 with 95%
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import json
 import sys
@@ -93,13 +92,13 @@ def main() -> None:
     first = config["phases"][0]
     rows, ofa_seconds = {}, []
     for seed in seeds:  # the data split stays (data.seed): a seed changes init, batch order, augmentation, subnets
-        seeded = dict(copy.deepcopy(config), seed=seed)
+        seeded = {**config, "seed": seed}  # train() deep-copies a dict config itself
         t0 = time.perf_counter()
         if args.run:
             run = Path(args.run)
         else:
             run = work / f"ofa_seed{seed}"
-            trainer.train(seeded, run, progress=True)  # train() copies a dict config
+            trainer.train(seeded, run, progress=True)
         ofa_seconds.append(round(time.perf_counter() - t0, 1))
         net = ofa.load(run / "supernet.safetensors")
         data = data_mod.load_run_data(run)
@@ -108,19 +107,18 @@ def main() -> None:
                  ("middle_low", arch_at(space, 1 / 3)), ("smallest", space.smallest())]
         for label, arch in picks:
             from_ofa = measure(net, arch, data, args.test_limit)
-            scratch_config = copy.deepcopy(seeded)
-            scratch_config.update(kd_ratio=0.0, num_random=0,
-                                  phases=[pinned_phase(arch, "scratch", total_epochs, first["lr"],
-                                                       first.get("warmup_epochs", 0))])
+            scratch_config = {**seeded, "kd_ratio": 0.0, "num_random": 0,
+                              "phases": [pinned_phase(arch, "scratch", total_epochs, first["lr"],
+                                                      first.get("warmup_epochs", 0))]}
             t = time.perf_counter()
             result = trainer.train(scratch_config, work / f"scratch_{label}_seed{seed}", progress=True)
             scratch_seconds = time.perf_counter() - t
             from_scratch = measure(ofa.load(result.supernet_path), arch, data, args.test_limit)
-            macs, params = net.costs(arch)
-            row = rows.setdefault(label, {"subnet": label, "arch": arch.to_dict(), "macs": macs, "params": params,
-                                          "seeds": []})
-            row["seeds"].append({"seed": seed, "ofa": from_ofa.to_dict(), "scratch": from_scratch.to_dict(),
-                                 "scratch_train_s": round(scratch_seconds, 1)})
+            if label not in rows:  # the same arch for every seed
+                macs, params = net.costs(arch)
+                rows[label] = {"subnet": label, "arch": arch.to_dict(), "macs": macs, "params": params, "seeds": []}
+            rows[label]["seeds"].append({"seed": seed, "ofa": from_ofa.to_dict(), "scratch": from_scratch.to_dict(),
+                                        "scratch_train_s": round(scratch_seconds, 1)})
             print(f"seed {seed} {label}: ofa {from_ofa}  scratch {from_scratch}", flush=True)
     rows = list(rows.values())
     for r in rows:  # mean over seeds; the interval is one test evaluation's (the seeds share the test images)
