@@ -228,7 +228,7 @@ def test_a_second_precision_in_one_process_is_a_clear_error(tmp_path):
 
 def test_a_phase_can_sample_more_random_subnets(tmp_path):
     config = read_config(CONFIG)
-    phases = [dict(config["phases"][0], epochs=1, warmup_epochs=0),
+    phases = [dict(config["phases"][0], epochs=1, warmup_epochs=0, resolutions="all"),  # >1 subnet: sandwich
               dict(config["phases"][-1], epochs=1, warmup_epochs=0, num_random=3)]  # once-for-all: more later
     train(small_config(phases=phases, num_random=1, log_subnets=True), tmp_path / "run", progress=False)
     log = json.loads((tmp_path / "run" / "logs" / "rank0.json").read_text())
