@@ -61,7 +61,9 @@ class DynamicKernelConv2d(nn.Conv2d):
                tuple(p._version for p in params))
         cache = getattr(self, "_kernel_cache", None)
         if cache is None or cache[0] != key:
-            cache = self._kernel_cache = (key, self.kernel_weight(kernel, channels).contiguous())
+            # a copy, never a view of self.weight (see DynamicConv2d._sliced_weight: deepcopy would fail)
+            weight = self.kernel_weight(kernel, channels).clone(memory_format=torch.contiguous_format)
+            cache = self._kernel_cache = (key, weight)
         return cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -46,10 +46,11 @@ class DynamicConv2d(nn.Conv2d):
             return weight[:cout, :cin]
         # Without autograd (evaluation), keep one contiguous copy of the slice: a convolution would otherwise
         # copy the non-contiguous view on every call. The key includes the weight's version counter, so any
-        # in-place update (optimizer step, load_state_dict, channel sorting) invalidates it.
+        # in-place update (optimizer step, load_state_dict, channel sorting) invalidates it. A copy, never a view:
+        # a no-grad view whose base is then updated in place would make the module impossible to deepcopy.
         key = (cout, cin, weight._version, weight.data_ptr(), weight.device, weight.dtype)
         if self._slice_cache is None or self._slice_cache[0] != key:
-            self._slice_cache = (key, weight[:cout, :cin].contiguous())
+            self._slice_cache = (key, weight[:cout, :cin].clone(memory_format=torch.contiguous_format))
         return self._slice_cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

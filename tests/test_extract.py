@@ -1,4 +1,5 @@
 import dataclasses
+from copy import deepcopy
 
 import pytest
 import torch
@@ -104,6 +105,22 @@ def test_cached_weight_slices_follow_in_place_weight_updates(tiny):
         assert torch.allclose(tiny(x), tiny.extract().eval()(x), atol=1e-5)
         tiny.load_state_dict(randomize_bn(ofa.create_supernet("ofa_resnet_tiny")).state_dict())
         assert torch.allclose(tiny(x), tiny.extract().eval()(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ofa_resnet_tiny", "ofa_mbv3_tiny"])
+def test_a_supernet_evaluated_then_updated_in_place_can_be_deep_copied(name):
+    # The trainer copies the supernet (teacher, weight EMA) after evaluating subnets and taking optimizer steps.
+    net = ofa.create_supernet(name)
+    arch = dataclasses.replace(net.space.smallest(), resolution=max(net.space.resolutions))
+    x = torch.randn(2, net.in_chans, arch.resolution, arch.resolution)
+    with net.active(arch), torch.no_grad():
+        net.eval()(x)  # fills the evaluation caches of sliced weights and kernels
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    net.train()(x).sum().backward()
+    optimizer.step()
+    copy = deepcopy(net)
+    for a, b in zip(net.state_dict().values(), copy.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_cached_kernel_transforms_follow_in_place_updates():
