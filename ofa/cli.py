@@ -96,9 +96,9 @@ def demo_config(quick: bool) -> dict:
               "batch_size": 16, "optimizer": {"opt": "sgd", "momentum": 0.9, "weight_decay": 5e-5,
                                               "filter_bias_and_bn": True},
               "scheduler": {"sched": "cosine", "warmup_lr": 1e-3, "min_lr": 1e-4}, "label_smoothing": 0.1,
-              "num_random": 2, "kd_ratio": 1.0, "sort_criterion": "l1", "checkpoint_every": 200,
+              "num_random": 2, "kd_ratio": 0.0, "sort_criterion": "l1", "checkpoint_every": 200,
               "eval": {"calib_images": 500, "val_images": None, "batch_size": 250}, "phases": phases}
-    if quick:  # 36 steps of the full network (a weak teacher spoils every later phase), 12 per later phase
+    if quick:  # 36 steps of the full network (a weak largest subnet teaches badly in place), 12 per later phase
         for phase in phases:
             phase["epochs"], phase["warmup_epochs"] = (3 if phase["name"] == "full" else 1), 0
         config.update(batch_size=64, max_steps_per_epoch=12, checkpoint_every=20,

@@ -25,9 +25,9 @@ CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.yaml"
 
 
 def small_config(**changes) -> dict:
-    """The shipped tiny config, shrunk to a few steps per phase on small batches."""
+    """The shipped tiny config, shrunk to a few steps per phase on small batches, with the frozen teacher on."""
     config = read_config(CONFIG)
-    config.update(batch_size=16, max_steps_per_epoch=2, num_random=1, checkpoint_every=2,
+    config.update(kd_ratio=1.0, batch_size=16, max_steps_per_epoch=2, num_random=1, checkpoint_every=2,
                   eval={"calib_images": 32, "val_images": 48, "batch_size": 48})
     for phase in config["phases"]:
         phase["epochs"] = 1
