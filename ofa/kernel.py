@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import cached_eval_weight
+
 KERNEL_SIZES = (3, 5, 7)
 
 
@@ -55,16 +57,10 @@ class DynamicKernelConv2d(nn.Conv2d):
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return self.kernel_weight(kernel, channels)
         # Without autograd (evaluation), keep the transformed kernel: recomputing the small matrix products on
-        # every call costs more than a batch-1 depthwise convolution. Version counters invalidate it on any
-        # in-place update (optimizer step, load_state_dict, channel sorting).
+        # every call costs more than a batch-1 depthwise convolution.
         key = (kernel, channels, self.weight.data_ptr(), self.weight.device, self.weight.dtype,
                tuple(p._version for p in params))
-        cache = getattr(self, "_kernel_cache", None)
-        if cache is None or cache[0] != key:
-            # a copy, never a view of self.weight (see DynamicConv2d._sliced_weight: deepcopy would fail)
-            weight = self.kernel_weight(kernel, channels).clone(memory_format=torch.contiguous_format)
-            cache = self._kernel_cache = (key, weight)
-        return cache[1]
+        return cached_eval_weight(self, "_kernel_cache", key, lambda: self.kernel_weight(kernel, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin, k = x.shape[1], self.active_kernel

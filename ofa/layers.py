@@ -12,6 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def cached_eval_weight(module: nn.Module, attr: str, key: tuple, make) -> torch.Tensor:
+    """``make()``'s weight, kept on ``module`` under ``attr`` until ``key`` changes (evaluation only: no autograd).
+
+    Keys include the weights' version counters, so any in-place update (optimizer step, load_state_dict, channel
+    sorting) invalidates the entry. The entry is a contiguous copy, never a view: a no-grad view whose base is
+    then updated in place would make the module impossible to deepcopy.
+    """
+    cache = getattr(module, attr, None)
+    if cache is None or cache[0] != key:
+        cache = (key, make().clone(memory_format=torch.contiguous_format))
+        setattr(module, attr, cache)
+    return cache[1]
+
+
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor``, never going more than 10% below ``value``."""
     min_value = divisor if min_value is None else min_value
@@ -45,13 +59,9 @@ class DynamicConv2d(nn.Conv2d):
         if torch.is_grad_enabled() and weight.requires_grad:
             return weight[:cout, :cin]
         # Without autograd (evaluation), keep one contiguous copy of the slice: a convolution would otherwise
-        # copy the non-contiguous view on every call. The key includes the weight's version counter, so any
-        # in-place update (optimizer step, load_state_dict, channel sorting) invalidates it. A copy, never a view:
-        # a no-grad view whose base is then updated in place would make the module impossible to deepcopy.
+        # copy the non-contiguous view on every call.
         key = (cout, cin, weight._version, weight.data_ptr(), weight.device, weight.dtype)
-        if self._slice_cache is None or self._slice_cache[0] != key:
-            self._slice_cache = (key, weight[:cout, :cin].clone(memory_format=torch.contiguous_format))
-        return self._slice_cache[1]
+        return cached_eval_weight(self, "_slice_cache", key, lambda: weight[:cout, :cin])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin = x.shape[1]

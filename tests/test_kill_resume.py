@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import yaml
+from test_train import small_config as train_small_config
 
 from train.trainer import train
 
@@ -37,13 +38,10 @@ sys.exit(main(sys.argv[1:]))
 
 
 def small_config() -> dict:
-    config = yaml.safe_load((ROOT / "configs" / "tiny_cpu.yaml").read_text())
-    config.update(kd_ratio=1.0, batch_size=16, max_steps_per_epoch=3, num_random=1, checkpoint_every=2,
-                  eval={"calib_images": 32, "val_images": 32, "batch_size": 32})
+    config = train_small_config(max_steps_per_epoch=3, eval={"calib_images": 32, "val_images": 32, "batch_size": 32})
     # Two phases keep it short: the full network, then the whole space (with its channel sort); the frozen teacher
     # is on, so its state is part of what a resume must restore.
-    config["phases"] = [dict(config["phases"][0], epochs=1, warmup_epochs=0),
-                        dict(config["phases"][-1], epochs=1, warmup_epochs=0)]
+    config["phases"] = [config["phases"][0], config["phases"][-1]]
     return config
 
 

@@ -16,7 +16,7 @@ import yaml
 import ofa
 from search.table import STUDY_NAME, measure_table, plan_archs, read_table
 
-MEASURE = ["--val-limit", "48", "--calib-batches", "1", "--batch-size", "48", "--quiet"]
+MEASURE = ["--calib-batches", "1", "--batch-size", "48", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,9 @@ def run(tmp_path_factory):
 
 
 def _worker(run, storage, size, grace=60, val_limit=48):
-    measure = [*MEASURE, "--val-limit", str(val_limit)]  # the last --val-limit wins
     return subprocess.Popen([sys.executable, "-m", "ofa.cli", "search", str(run), "--measure-only", "--storage",
-                             storage, "--table-size", str(size), "--grace-period", str(grace), *measure],
+                             storage, "--table-size", str(size), "--grace-period", str(grace),
+                             "--val-limit", str(val_limit), *MEASURE],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
