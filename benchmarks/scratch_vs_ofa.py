@@ -11,7 +11,8 @@ subnets at least match scratch on average.
     python benchmarks/scratch_vs_ofa.py --steps-per-epoch 8          # a quick, smaller-budget comparison
     python benchmarks/scratch_vs_ofa.py --seeds 2                    # both sides twice: less seed noise
 
-Writes benchmarks/results/scratch_vs_ofa.json and prints a table (top-1 with 95% Wilson intervals).
+Writes benchmarks/results/scratch_vs_ofa.json and prints a table (top-1 with 95% Wilson intervals) and the mean gap
+with its 95% interval, paired over the test images both sides answer.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 import ofa
 
@@ -53,11 +57,27 @@ def pinned_phase(arch, name: str, epochs: int, lr: float, warmup: int) -> dict:
     return phase
 
 
+@torch.no_grad()
 def measure(net, arch, data, test_limit):
+    """Test metrics of ``arch`` after BN calibration, and which test images it gets right (in a fixed order)."""
     calib = data.eval_loader("calib", arch.resolution, batch_size=250)
     test = data.eval_loader("test", arch.resolution, batch_size=250, limit=test_limit)
     with net.active(arch), ofa.calibrate_bn(net, calib):
-        return ofa.evaluate(net, test)
+        metrics = ofa.evaluate(net, test)
+        net.eval()
+        hits = torch.cat([net(x).argmax(1) == y for x, y in test])
+    return metrics, hits
+
+
+def paired_gap(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float, float]:
+    """Mean top-1 gap (supernet minus alone, pp) over (supernet hits, alone hits) pairs, with its 95% interval.
+
+    Both sides answer the same test images, so the gap is averaged per image over every subnet and seed and the
+    interval is the paired normal one over images: it holds the test-sampling noise, not a new seed's noise.
+    """
+    diff = torch.stack([o.double() - s.double() for o, s in pairs]).mean(0)
+    half = 1.96 * diff.std() / math.sqrt(diff.numel())
+    return 100 * diff.mean().item(), 100 * (diff.mean() - half).item(), 100 * (diff.mean() + half).item()
 
 
 def main() -> None:
@@ -90,7 +110,7 @@ def main() -> None:
         parser.error("--run takes one existing run: use it without --seeds")
     total_epochs = sum(p["epochs"] for p in config["phases"])
     first = config["phases"][0]
-    rows, ofa_seconds = {}, []
+    rows, ofa_seconds, hit_pairs = {}, [], []
     for seed in seeds:  # the data split stays (data.seed): a seed changes init, batch order, augmentation, subnets
         seeded = {**config, "seed": seed}  # train() deep-copies a dict config itself
         t0 = time.perf_counter()
@@ -106,14 +126,15 @@ def main() -> None:
         picks = [("largest", space.largest()), ("middle_high", arch_at(space, 2 / 3)),
                  ("middle_low", arch_at(space, 1 / 3)), ("smallest", space.smallest())]
         for label, arch in picks:
-            from_ofa = measure(net, arch, data, args.test_limit)
+            from_ofa, ofa_hits = measure(net, arch, data, args.test_limit)
             scratch_config = {**seeded, "kd_ratio": 0.0, "num_random": 0,
                               "phases": [pinned_phase(arch, "scratch", total_epochs, first["lr"],
                                                       first.get("warmup_epochs", 0))]}
             t = time.perf_counter()
             result = trainer.train(scratch_config, work / f"scratch_{label}_seed{seed}", progress=True)
             scratch_seconds = time.perf_counter() - t
-            from_scratch = measure(ofa.load(result.supernet_path), arch, data, args.test_limit)
+            from_scratch, scratch_hits = measure(ofa.load(result.supernet_path), arch, data, args.test_limit)
+            hit_pairs.append((ofa_hits, scratch_hits))
             if label not in rows:  # the same arch for every seed
                 macs, params = net.costs(arch)
                 rows[label] = {"subnet": label, "arch": arch.to_dict(), "macs": macs, "params": params, "seeds": []}
@@ -129,9 +150,11 @@ def main() -> None:
             r[side] = {"top1": 100.0 * correct / total, "total": total, "ci_low": low, "ci_high": high}
     mean_ofa = sum(r["ofa"]["top1"] for r in rows) / len(rows)
     mean_scratch = sum(r["scratch"]["top1"] for r in rows) / len(rows)
+    gap, gap_low, gap_high = paired_gap(hit_pairs)
     result = {"config": args.config, "epochs": total_epochs, "steps_per_epoch_cap": args.steps_per_epoch,
               "batch_size": config.get("batch_size"), "seeds": seeds, "ofa_train_s": ofa_seconds, "rows": rows,
               "mean_top1_ofa": mean_ofa, "mean_top1_scratch": mean_scratch,
+              "gap_pp": gap, "gap_ci_low": gap_low, "gap_ci_high": gap_high,
               "goal": "mean_top1_ofa >= mean_top1_scratch", "met": mean_ofa >= mean_scratch,
               "split": "test", "note": "top-1: mean over seeds; CPU timings depend on machine load"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +167,8 @@ def main() -> None:
               + f"{s['top1']:>10.2f} [{s['ci_low']:.1f}, {s['ci_high']:.1f}]".rjust(28))
     print(f"{'mean':<12}{'':>10}{mean_ofa:>28.2f}{mean_scratch:>28.2f}   goal: OFA >= scratch "
           f"({'met' if result['met'] else 'not met'})")
+    print(f"{'gap':<12}{'':>10}{gap:>+28.2f} pp, 95% CI [{gap_low:+.2f}, {gap_high:+.2f}] (paired over "
+          f"{hit_pairs[0][0].numel()} test images, {len(seeds)} seed(s))")
     print(f"wrote {args.out}")
 
 
