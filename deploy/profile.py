@@ -1,7 +1,7 @@
 """``ofa profile``: make a latency table on the device it runs on, and measure how well it predicts.
 
-Every distinct unit (stem, residual block, head) the search space can produce is built as the deployed network
-runs it (plain layers, BatchNorm folded, channels-last weights) and timed at batch 1 (10th percentile of the
+Every distinct unit the search space can produce (its family's: stem, blocks, head) is built as the deployed
+network runs it (plain layers, BatchNorm folded, channels-last weights) and timed at batch 1 (10th percentile of the
 runs: stable under background load). Then whole random subnets are extracted, folded
 and timed: a linear correction ``measured = scale * sum + offset`` is fitted on one set and the table's error
 (mean absolute percentage error) is reported on another, held-out set, for the plain sum and the corrected sum.
@@ -23,9 +23,8 @@ from torch import nn
 from tqdm import tqdm
 
 import ofa
-from ofa.errors import OFAError
 from ofa.latency import LatencyTable, distinct_units
-from ofa.resnet_static import BasicBlock, Bottleneck
+from ofa.registry import get_family
 
 from .fold import prepare_for_inference
 from .measure import num_threads, summarize, time_forward
@@ -49,33 +48,9 @@ class ProfileSettings:
         return cls(repeats=4, rounds=1, warmup=1, fit_subnets=6, eval_subnets=8, subnet_repeats=6)
 
 
-class _Head(nn.Module):
-    def __init__(self, in_c: int, num_classes: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(in_c, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
-
-
-def build_unit(unit: dict[str, Any]) -> tuple[nn.Module, tuple[int, ...]]:
-    """The deployed-form module of one table unit and its input shape (C, H, W)."""
-    kind, size = unit["kind"], unit["size"]
-    if kind == "stem":
-        if unit["stem_type"] == "conv7_pool":
-            conv, pool = nn.Conv2d(unit["in_chans"], unit["out"], 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1)
-        else:
-            conv, pool = nn.Conv2d(unit["in_chans"], unit["out"], 3, 1, 1, bias=False), nn.Identity()
-        module = nn.Sequential(conv, nn.BatchNorm2d(unit["out"]), nn.ReLU(inplace=True), pool)
-        shape = (unit["in_chans"], size, size)
-    elif kind == "block":
-        cls = Bottleneck if unit["block"] == "bottleneck" else BasicBlock
-        module = cls(unit["in_c"], unit["mid"], unit["out"], unit["stride"], unit["downsample"])
-        shape = (unit["in_c"], size, size)
-    elif kind == "head":
-        module, shape = _Head(unit["in_c"], unit["num_classes"]), (unit["in_c"], size, size)
-    else:
-        raise OFAError(f"unknown latency unit kind {kind!r}")
+def build_unit(unit: dict[str, Any], family: str) -> tuple[nn.Module, tuple[int, ...]]:
+    """The deployed-form module of one table unit (its family builds it) and its input shape (C, H, W)."""
+    module, shape = get_family(family).build_unit(unit)
     return prepare_for_inference(module, inplace=True), shape
 
 
@@ -90,10 +65,10 @@ def _supernet(supernet: str | nn.Module) -> nn.Module:
     return ofa.create_supernet(str(supernet))
 
 
-def time_units(units: dict[str, dict[str, Any]], settings: ProfileSettings, seed: int = 0,
+def time_units(units: dict[str, dict[str, Any]], family: str, settings: ProfileSettings, seed: int = 0,
                progress: bool = True) -> dict[str, float]:
     """Batch-1 time (ms, ``settings.statistic``) of every unit, measured over ``settings.rounds`` shuffled passes."""
-    built = {key: build_unit(unit) for key, unit in units.items()}
+    built = {key: build_unit(unit, family) for key, unit in units.items()}
     inputs = {key: torch.randn(1, *shape) for key, (_, shape) in built.items()}
     times: dict[str, list[float]] = {key: [] for key in units}
     rng = random.Random(seed)
@@ -141,7 +116,7 @@ def profile(supernet: str | nn.Module, device: str | None = None, settings: Prof
     with num_threads(threads) as used, torch.inference_mode():
         torch.manual_seed(seed)
         units = distinct_units(net)
-        table = LatencyTable(device, time_units(units, settings, seed, progress))
+        table = LatencyTable(device, time_units(units, net.family, settings, seed, progress))
         archs = [net.space.sample(rng) for _ in range(settings.fit_subnets + settings.eval_subnets)]
         measured = time_subnets(net, archs, settings)
     summed = [table.sum_units(net.plan.static_spec(a)) for a in archs]

@@ -31,7 +31,7 @@ from .export import export_onnx, export_program, require_export_packages, verify
 from .fold import fold_bn, prepare_for_inference
 from .measure import measure_latency
 from .report import write_report
-from .slimmable import SlimmableNet, _check_nested
+from .slimmable import SlimmableNet, check_nested
 
 
 @dataclass
@@ -116,10 +116,8 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
             raise OFAError(f"{run / 'search' / 'selected.json'}: device {d!r}: {e} (was it searched with another "
                            "supernet?)") from None
     if slimmable:  # refuse non-nested subnets before any work is done
-        specs = [net.plan.static_spec(archs[d]) for d in names]
         try:
-            for i in range(len(specs) - 1):
-                _check_nested(specs[i], specs[i + 1], f"{names[i]} -> {names[i + 1]}")
+            check_nested([net.static_description(archs[d]) for d in names], names)
         except OFAError as e:
             raise OFAError(f"--slimmable needs nested subnets, smallest first (run `ofa search --nested`): "
                            f"{e}") from None

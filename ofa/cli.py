@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .demo_configs import DEMOS, demo_config
 from .errors import OFAError
 
 EPILOG = """\
@@ -83,31 +84,9 @@ DEMO_STAGES = ("train", "profile", "search", "deploy")
 DEMO_DEVICE = "this-cpu"  # the latency table profiled on this machine
 
 
-def demo_config(quick: bool) -> dict:
-    """configs/tiny_cpu.yaml (ofa_resnet_tiny on mnist5k; a test keeps the two equal); --quick caps the steps."""
-    phases = [
-        {"name": "full", "epochs": 4, "lr": 0.15, "warmup_epochs": 1},
-        {"name": "depth", "epochs": 1, "lr": 0.07, "resolutions": "all", "depths": "all"},
-        {"name": "expand", "epochs": 1, "lr": 0.07, "resolutions": "all", "depths": "all", "expands": "all"},
-        {"name": "width", "epochs": 4, "lr": 0.07, "resolutions": "all", "depths": "all", "expands": "all",
-         "widths": "all", "stem": "all"},
-    ]
-    config = {"supernet": {"name": "ofa_resnet_tiny"}, "data": {"spec": "mnist5k", "seed": 0}, "seed": 0,
-              "batch_size": 16, "optimizer": {"opt": "sgd", "momentum": 0.9, "weight_decay": 5e-5,
-                                              "filter_bias_and_bn": True},
-              "scheduler": {"sched": "cosine", "warmup_lr": 1e-3, "min_lr": 1e-4}, "label_smoothing": 0.1,
-              "num_random": 2, "kd_ratio": 0.0, "sort_criterion": "l1", "checkpoint_every": 200,
-              "eval": {"calib_images": 500, "val_images": None, "batch_size": 250}, "phases": phases}
-    if quick:  # 36 steps of the full network (a weak largest subnet teaches badly in place), 12 per later phase
-        for phase in phases:
-            phase["epochs"], phase["warmup_epochs"] = (3 if phase["name"] == "full" else 1), 0
-        config.update(batch_size=64, max_steps_per_epoch=12, checkpoint_every=20,
-                      eval={"calib_images": 256, "val_images": 500, "batch_size": 250})
-    return config
-
-
-def _demo_state(out: Path, mode: str) -> dict:
-    """The demo's progress file; refuses a directory that holds anything else, or a demo of the other mode."""
+def _demo_state(out: Path, mode: str, supernet: str) -> dict:
+    """The demo's progress file; refuses a directory that holds anything else, or a demo of another mode or
+    supernet."""
     state_path = out / "demo.json"
     if state_path.is_file():
         from .io import read_json
@@ -117,10 +96,13 @@ def _demo_state(out: Path, mode: str) -> dict:
             other = "--quick" if state.get("mode") == "quick" else "the default (no --quick)"
             raise OFAError(f"{out} holds a demo run with {other}; rerun with the same mode to resume it, or choose "
                            "another --out")
+        if state.get("supernet", "ofa_resnet_tiny") != supernet:
+            raise OFAError(f"{out} holds a demo run of --supernet {state.get('supernet', 'ofa_resnet_tiny')}; rerun "
+                           "with that supernet to resume it, or choose another --out")
         return state
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OFAError(f"{out} exists and is not an ofa demo directory; choose another --out (or remove it)")
-    return {"mode": mode, "done": []}
+    return {"mode": mode, "supernet": supernet, "done": []}
 
 
 def _demo_save(out: Path, state: dict) -> None:
@@ -129,8 +111,9 @@ def _demo_save(out: Path, state: dict) -> None:
     atomic_write(out / "demo.json", lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
 
 
-def demo_budgets(run: Path) -> list:
+def demo_budgets(run: Path, supernet: str = "ofa_resnet_tiny") -> list:
     """Three MAC budgets (micro, mobile, server) and one latency budget from the table profiled here."""
+
     from .io import load
     from .latency import LatencyTable
 
@@ -141,9 +124,8 @@ def demo_budgets(run: Path) -> list:
     # The latency budget sits 40% of the way from the smallest to the largest subnet's predicted latency here.
     low, high = table.predict(net, space.smallest()), table.predict(net, space.largest())
     latency_ms = float(f"{low + 0.4 * (high - low):.3g}")
-    return [search_budgets.Budget("micro", macs=3_000_000), search_budgets.Budget("mobile", macs=8_000_000),
-            search_budgets.Budget("server", macs=20_000_000),
-            search_budgets.Budget(DEMO_DEVICE, latency_ms=latency_ms, latency_device=DEMO_DEVICE)]
+    macs = [search_budgets.Budget(name, macs=value) for name, value in DEMOS[supernet]["macs"].items()]
+    return macs + [search_budgets.Budget(DEMO_DEVICE, latency_ms=latency_ms, latency_device=DEMO_DEVICE)]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -151,7 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     mode = "quick" if args.quick else "default"
     out = Path(args.out)
-    state = _demo_state(out, mode)
+    state = _demo_state(out, mode, args.supernet)
     _own_module("deploy.export").require_export_packages()  # before minutes of training, not after
     out.mkdir(parents=True, exist_ok=True)
     _demo_save(out, state)
@@ -178,12 +160,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return
         for stale in ("config.yaml", "metrics.csv"):  # written before the first checkpoint: start over
             (out / stale).unlink(missing_ok=True)
-        trainer.train(demo_config(args.quick), out, progress=progress)
+        trainer.train(demo_config(args.quick, args.supernet), out, progress=progress)
 
     def profile_stage() -> None:
         deploy_profile = _own_module("deploy.profile")
-        # The full table even with --quick: it takes seconds for ofa_resnet_tiny, and a coarse one is too noisy
-        # to budget against.
+        # The full table even with --quick: it takes seconds for the demo supernets, and a coarse one is too
+        # noisy to budget against.
         table = deploy_profile.profile(str(out / "supernet.safetensors"), device=DEMO_DEVICE,
                                        out=out / "latency" / f"{DEMO_DEVICE}.json", progress=progress)
         acc = table.meta["accuracy"]
@@ -193,7 +175,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def search_stage() -> None:
         search_run = _own_module("search.run")
         config = search_run.SearchConfig(
-            run_dir=out, budgets=demo_budgets(out), nested=True, progress=progress,
+            run_dir=out, budgets=demo_budgets(out, args.supernet), nested=True, progress=progress,
             table_size=40 if args.quick else 150, generations=12 if args.quick else 40,
             population=32 if args.quick else 50, predictor_epochs=150 if args.quick else 300)
         search_run.search(config)
@@ -254,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "same --out resumes where it stopped.")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     demo.add_argument("--quick", action="store_true", help="fewer steps and subnets: about 2 minutes (used by CI)")
+    demo.add_argument("--supernet", default="ofa_resnet_tiny", choices=sorted(DEMOS),
+                      help="the supernet to demonstrate: the ResNet (default) or the MobileNetV3 family")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
 

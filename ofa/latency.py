@@ -1,7 +1,7 @@
 """Latency lookup tables: predicted batch-1 latency of any subnet on one device, without running it.
 
 A table is made on the target device by ``ofa profile`` (``deploy.profile``): it times every distinct layer unit
-(stem, residual block, classifier head) the search space can produce, at every resolution, in the form the
+(its family's units: stem, blocks, head) the search space can produce, at every resolution, in the form the
 deployed network runs (BatchNorm folded, channels-last), at batch 1, keeping a low percentile of the runs (the
 table's ``statistic``: what a unit costs when the device is not busy elsewhere). A subnet's latency is the sum of
 its units' times, optionally passed through a linear correction fitted on measured whole subnets (the table says which
@@ -23,75 +23,51 @@ import itertools
 import json
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .errors import OFAError
 from .io import read_json
+from .registry import get_family
 from .space import Arch
 
 FORMAT = "ofa-latency/1"
 
 
 # -- units of a dense network -------------------------------------------------------------------------------------
-def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def resnet_units(spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The timed units of a dense ResNet spec, in order: ``(key, unit)``; ``unit`` says how to build it.
-
-    A unit's key names every shape that changes its time (channels, stride, projection, input size), so two
-    subnets sharing a block shape share its measurement.
-    """
-    size, res = spec["resolution"], spec["resolution"]
-    units = [(f"stem|{spec['stem_type']}|{spec['in_chans']}|{spec['stem']}|{res}",
-              {"kind": "stem", "stem_type": spec["stem_type"], "in_chans": spec["in_chans"],
-               "out": spec["stem"], "size": res})]
-    if spec["stem_type"] == "conv7_pool":
-        size = _conv_out(_conv_out(size, 7, 2, 3), 3, 2, 1)
-    for stage in spec["stages"]:
-        for c_in, mid, out, stride, downsample in stage:
-            units.append((f"{spec['block']}|{c_in}|{mid}|{out}|{stride}|{int(bool(downsample))}|{size}",
-                          {"kind": "block", "block": spec["block"], "in_c": c_in, "mid": mid, "out": out,
-                           "stride": stride, "downsample": bool(downsample), "size": size}))
-            size = _conv_out(size, 3, stride, 1)
-    last = spec["stages"][-1][-1][2]
-    units.append((f"head|{last}|{spec['num_classes']}|{size}",
-                  {"kind": "head", "in_c": last, "num_classes": spec["num_classes"], "size": size}))
-    return units
-
-
-UNIT_FUNCTIONS = {"resnet": resnet_units}
-
-
 def units_of_spec(spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    family = spec.get("family")
-    if family not in UNIT_FUNCTIONS:
-        raise OFAError(f"latency tables do not support the network family {family!r}; "
-                       f"supported: {sorted(UNIT_FUNCTIONS)}")
-    return UNIT_FUNCTIONS[family](spec)
+    """The timed units of a dense spec, in order, from its family (:meth:`ofa.family.Family.latency_units`)."""
+    return get_family(spec.get("family")).latency_units(spec)
 
 
 def distinct_units(net) -> dict[str, dict[str, Any]]:
     """Every distinct unit any arch of ``net``'s space can produce (key -> unit).
 
-    A unit depends only on its stage's and the previous stage's width, its own expand ratio and the
-    resolution, never on depth; so the deepest archs with one expand ratio per stage, over every combination
-    of resolution, stem and widths, cover the space.
+    A block's unit depends on the resolution, the stem, its own stage's width, expand and kernel, and (for a
+    stage's first block) the previous stage's width; never on depth or on other stages. So, per stage, the
+    deepest arch with one (previous width, width, expand, kernel) combination, everything else largest, over
+    every resolution and stem, covers the space in a few hundred specs instead of the product of all stages.
     """
-    if net.family not in UNIT_FUNCTIONS:
-        raise OFAError(f"latency tables do not support the network family {net.family!r}; "
-                       f"supported: {sorted(UNIT_FUNCTIONS)}")
-    space = net.space
+    space, largest = net.space, net.space.largest()
     out: dict[str, dict[str, Any]] = {}
     stems = space.stem if space.stem is not None else (None,)
-    for resolution, stem, widths, expands in itertools.product(
-            space.resolutions, stems, itertools.product(*space.widths), itertools.product(*space.expands)):
-        arch = Arch(resolution=resolution, depths=space.max_depths, widths=widths, stem=stem,
-                    expands=tuple((e,) * d for e, d in zip(expands, space.max_depths)))
-        for key, unit in units_of_spec(net.plan.static_spec(arch)):
-            out.setdefault(key, unit)
+    for resolution, stem, s in itertools.product(space.resolutions, stems, range(space.num_stages)):
+        previous = space.widths[s - 1] if s > 0 else (largest.widths[0],)
+        kernels = space.kernels[s] if space.kernels is not None else (None,)
+        for w_prev, w, e, k in itertools.product(previous, space.widths[s], space.expands[s], kernels):
+            widths = list(largest.widths)
+            if s > 0:
+                widths[s - 1] = w_prev
+            widths[s] = w
+            expands = list(largest.expands)
+            expands[s] = (e,) * largest.depths[s]
+            arch = replace(largest, resolution=resolution, stem=stem, widths=tuple(widths), expands=tuple(expands))
+            if k is not None:
+                arch = replace(arch, kernels=tuple((k,) * d if i == s else row
+                                                   for i, (row, d) in enumerate(zip(largest.kernels, largest.depths))))
+            for key, unit in units_of_spec(net.plan.static_spec(arch)):
+                out.setdefault(key, unit)
     return out
 
 

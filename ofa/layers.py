@@ -36,24 +36,18 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 
 class DynamicConv2d(nn.Conv2d):
-    """A convolution over the first ``x.shape[1]`` input and first ``active_out`` output channels.
-
-    With ``depthwise=True`` it is a depthwise convolution whose channel count follows the input.
-    """
+    """A convolution over the first ``x.shape[1]`` input and first ``active_out`` output channels (depthwise
+    convolutions are :class:`ofa.kernel.DynamicKernelConv2d`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int | None = None, depthwise: bool = False, bias: bool = False) -> None:
+                 padding: int | None = None, bias: bool = False) -> None:
         padding = kernel_size // 2 if padding is None else padding
-        groups = in_channels if depthwise else 1
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
-        self.depthwise = depthwise
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
         self.active_out = out_channels
         self._slice_cache: tuple | None = None
 
     def _sliced_weight(self, cout: int, cin: int) -> torch.Tensor:
         weight = self.weight
-        if self.depthwise:
-            cin = weight.shape[1]
         if cout == weight.shape[0] and cin == weight.shape[1]:
             return weight
         if torch.is_grad_enabled() and weight.requires_grad:
@@ -64,14 +58,10 @@ class DynamicConv2d(nn.Conv2d):
         return cached_eval_weight(self, "_slice_cache", key, lambda: weight[:cout, :cin])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cin = x.shape[1]
-        if self.depthwise:
-            cout, groups = cin, cin
-        else:
-            cout, groups = self.active_out, 1
+        cin, cout = x.shape[1], self.active_out
         weight = self._sliced_weight(cout, cin)
         bias = None if self.bias is None else self.bias if cout == self.bias.shape[0] else self.bias[:cout]
-        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
 
 class DynamicBatchNorm2d(nn.BatchNorm2d):

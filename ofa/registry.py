@@ -1,6 +1,7 @@
-"""Registries: supernet names (``create_supernet``) and families (to rebuild saved networks).
+"""Registries: network families (to rebuild saved networks and reach their hooks) and supernet names
+(``create_supernet``, like timm's model registry: a family's supernet class plus default constructor arguments).
 
-A registered supernet is a family class plus default constructor arguments, like a timm model entry.
+Adding a family is one folder under ``ofa/families/`` plus one line in :data:`BUILTIN_FAMILIES`.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from typing import Any
 
 from .errors import OFAError
 
+BUILTIN_FAMILIES = ("ofa.families.resnet", "ofa.families.mbv3")
+
 _SUPERNETS: dict[str, tuple[type, dict[str, Any]]] = {}
-_FAMILIES: dict[str, type] = {}
-_STATIC: dict[str, type] = {}
-BUILTIN_FAMILIES = ("ofa.resnet", "ofa.mbv3")
+_FAMILIES: dict[str, Any] = {}
 
 
 def _ensure_builtin() -> None:
@@ -23,16 +24,10 @@ def _ensure_builtin() -> None:
         importlib.import_module(module)
 
 
-def register_family(cls: type) -> type:
-    """Class decorator: make a supernet family loadable by its ``family`` name."""
-    _FAMILIES[cls.family] = cls
-    return cls
-
-
-def register_static(cls: type) -> type:
-    """Class decorator: make a dense (extracted) network class loadable by its ``family`` name."""
-    _STATIC[cls.family] = cls
-    return cls
+def register_family(family):
+    """Make a family (an :class:`ofa.family.Family` instance) known by its ``name``; returns it."""
+    _FAMILIES[family.name] = family
+    return family
 
 
 def register_supernet(name: str, family_cls: type, **defaults: Any) -> None:
@@ -42,6 +37,11 @@ def register_supernet(name: str, family_cls: type, **defaults: Any) -> None:
 def list_supernets() -> list[str]:
     _ensure_builtin()
     return sorted(_SUPERNETS)
+
+
+def list_families() -> list:
+    _ensure_builtin()
+    return [_FAMILIES[name] for name in sorted(_FAMILIES)]
 
 
 def supernet_entry(name: str) -> tuple[type, dict[str, Any]]:
@@ -62,15 +62,19 @@ def create_supernet(name: str, **kwargs: Any):
     return cls(name=name, **config)
 
 
-def family_class(family: str) -> type:
+def get_family(name: str):
+    """The registered :class:`ofa.family.Family` called ``name`` (what networks and descriptions carry)."""
     _ensure_builtin()
-    if family not in _FAMILIES:
-        raise OFAError(f"unknown supernet family {family!r}; known: {sorted(_FAMILIES)}")
-    return _FAMILIES[family]
+    if name not in _FAMILIES:
+        raise OFAError(f"unknown network family {name!r}; known: {sorted(_FAMILIES)}")
+    return _FAMILIES[name]
+
+
+def family_class(family: str) -> type:
+    """The supernet class of a family."""
+    return get_family(family).supernet
 
 
 def static_class(family: str) -> type:
-    _ensure_builtin()
-    if family not in _STATIC:
-        raise OFAError(f"unknown network family {family!r}; known: {sorted(_STATIC)}")
-    return _STATIC[family]
+    """The dense (extracted) network class of a family."""
+    return get_family(family).dense

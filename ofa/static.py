@@ -1,23 +1,32 @@
 """The base of dense networks extracted from a supernet.
 
-A static network is built from plain ``Conv2d``/``BatchNorm2d``/``Linear`` layers and a JSON ``description``
-(family, static spec, arch, resolution, preprocessing) that is enough to rebuild it without the supernet.
+A static network is built from a JSON ``description`` (family, dense spec, arch, resolution, preprocessing) that
+is enough to rebuild it without the supernet, and a layer factory: plain ``Conv2d``/``BatchNorm2d``/``Linear`` by
+default (:data:`ofa.factory.STATIC`). A family subclass inherits its layout (the one its supernet
+shares), which builds the layers in ``build_layout(spec, layers)`` and runs them in ``run_layout(x, depths)``:
+every block, or the first ``depths[s]`` blocks of each stage (a runtime-slimmable network runs one body at
+several depths).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
+
+from .factory import STATIC, Layers
 
 
 class StaticNet(nn.Module):
     family: str = ""
 
-    def __init__(self, description: dict[str, Any]) -> None:
+    def __init__(self, description: dict[str, Any], layers: Layers = STATIC) -> None:
         super().__init__()
         self.description = copy.deepcopy(description)
+        self.build(self.spec, layers)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -26,3 +35,32 @@ class StaticNet(nn.Module):
     @property
     def resolution(self) -> int:
         return self.description["spec"]["resolution"]
+
+    def build(self, spec: dict[str, Any], layers: Layers) -> None:
+        self.build_layout(spec, layers)
+
+    def run(self, x: torch.Tensor, depths: Sequence[int] | None = None) -> torch.Tensor:
+        """Every block, or the first ``depths[s]`` blocks of each stage."""
+        return self.run_layout(x, self.stage_depths() if depths is None else depths)
+
+    def stage_depths(self) -> list[int]:
+        """How many blocks each elastic stage of this network has."""
+        return [len(stage) for stage in self.spec["stages"]]
+
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """The (convolution, BatchNorm right after it) pairs of this module's own layers, for BN folding; blocks
+        that declare ``conv_bn_pairs`` fold their own (names are relative to the module that declares them)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """Qualified names of every (convolution, BatchNorm) pair the modules of ``model`` declare."""
+    pairs = []
+    for prefix, module in model.named_modules():
+        if hasattr(module, "conv_bn_pairs"):
+            dot = f"{prefix}." if prefix else ""
+            pairs += [(dot + conv, dot + bn) for conv, bn in module.conv_bn_pairs()]
+    return pairs

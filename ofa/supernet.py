@@ -1,7 +1,9 @@
 """The base of every supernet: the active architecture, input checks, extraction, costs and description.
 
-A family subclass builds its dynamic layers and implements ``_apply_arch`` (set every layer's active channels),
-``_forward`` and ``channel_groups``; its ``plan`` (no tensors) knows the space, static specs and costs.
+A family subclass builds its layers (its blocks with :data:`ofa.factory.DYNAMIC`) and implements ``_apply_arch``
+(set every layer's active channels), ``_forward`` and ``channel_groups``; its ``plan`` (no tensors) knows the
+space, static specs and costs. ``extract`` builds the family's dense network from the same blocks with plain
+layers and copies the first channels in by name (elastic kernels folded), so extraction is exact by construction.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import OFAError
+from .kernel import DynamicKernelConv2d
 from .layers import DynamicBatchNorm2d
 from .registry import static_class
 from .space import Arch, SearchSpace
@@ -115,9 +118,14 @@ class Supernet(nn.Module):
         arch = self.active_arch if arch is None else self.space.validate(arch)
         static = static_class(self.family)(self.static_description(arch))
         source = self.state_dict()
+        elastic_kernels = {name: m for name, m in self.named_modules() if isinstance(m, DynamicKernelConv2d)}
         with torch.no_grad():
             for key, target in static.state_dict().items():
                 target.copy_(source[key][tuple(slice(0, n) for n in target.shape)])
+            for name, target in static.named_modules():  # fold the kernel transformations into plain weights
+                if name in elastic_kernels:
+                    target.weight.copy_(elastic_kernels[name].kernel_weight(target.kernel_size[0],
+                                                                            target.weight.shape[0]))
         static.to(next(self.parameters()).device)
         static.train(self.training)
         if calib_batches is not None:

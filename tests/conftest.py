@@ -39,7 +39,7 @@ def tiny():
 
 def mini_bottleneck(**overrides):
     """A small bottleneck ResNet supernet (the ofa_resnet50 structure at a CPU-test size)."""
-    from ofa.resnet import OFAResNet
+    from ofa.families.resnet import OFAResNet
 
     config = dict(block="bottleneck", stage_channels=[64, 96, 128], depths=[[1, 2], [1, 2, 3], [1, 2]],
                   strides=[1, 2, 2], stem_channels=16, stem_type="conv7_pool", expand_ratios=[0.2, 0.25, 0.35],

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 import ofa
@@ -20,12 +21,13 @@ def ofa_cli(*args, cwd=None):
                           cwd=cwd, timeout=900)
 
 
-def test_demo_config_is_the_shipped_tiny_config():
-    from ofa.cli import demo_config
+@pytest.mark.parametrize("supernet", ["ofa_resnet_tiny", "ofa_mbv3_tiny"])
+def test_demo_config_is_the_shipped_config(supernet):
+    from ofa.demo_configs import DEMOS, demo_config
     from train.config import resolve_config
 
-    shipped = yaml.safe_load((ROOT / "configs" / "tiny_cpu.yaml").read_text())
-    assert resolve_config(demo_config(quick=False)) == resolve_config(shipped)
+    shipped = yaml.safe_load((ROOT / "configs" / DEMOS[supernet]["shipped"]).read_text())
+    assert resolve_config(demo_config(quick=False, supernet=supernet)) == resolve_config(shipped)
 
 
 def test_quick_demo_runs_every_stage_and_resumes(tmp_path):

@@ -10,9 +10,10 @@ import torch
 from conftest import randomize_bn
 
 import ofa
+from deploy.slim_layers import SLIM_LAYERS
 from deploy.slimmable import LatencyController, SlimmableNet
 
-CHAIN = [
+RESNET_CHAIN = [
     {"resolution": 16, "stem": 0.8, "depths": [1, 1, 1], "widths": [0.8, 0.65, 0.65], "expands": [[0.5], [0.35], [0.35]]},
     {"resolution": 24, "stem": 0.8, "depths": [1, 2, 1], "widths": [0.8, 0.8, 0.8], "expands": [[0.75], [0.5, 0.5], [0.75]]},
     {"resolution": 24, "stem": 1.0, "depths": [2, 2, 2], "widths": [1.0, 1.0, 1.0],
@@ -20,15 +21,26 @@ CHAIN = [
 ]
 
 
+def _mbv3(resolution, depths, expand, kernels):
+    return {"resolution": resolution, "depths": depths, "widths": [1.0] * 5,
+            "expands": [[expand] * d for d in depths], "kernels": [[k] * d for k, d in zip(kernels, depths)]}
+
+
+# Nested MobileNet widths: kernels kept per block, squeeze-excite widths grow with the middle channels.
+MBV3_CHAIN = [_mbv3(24, [2, 2, 2, 2, 2], 3.0, [3, 5, 7, 3, 5]), _mbv3(28, [3, 2, 3, 2, 3], 4.0, [3, 5, 7, 3, 5]),
+              _mbv3(32, [4, 4, 4, 4, 4], 6.0, [3, 5, 7, 3, 5])]
+CHAINS = {"ofa_resnet_tiny": RESNET_CHAIN, "ofa_mbv3_tiny": MBV3_CHAIN}
+
+
 def calib(arch):
     g = torch.Generator().manual_seed(arch.resolution)
     return [torch.randn(16, 1, arch.resolution, arch.resolution, generator=g) for _ in range(2)]
 
 
-@pytest.fixture(scope="module")
-def built():
-    net = randomize_bn(ofa.create_supernet("ofa_resnet_tiny")).eval()
-    archs = [net.space.arch_from_dict(a) for a in CHAIN]
+@pytest.fixture(scope="module", params=sorted(CHAINS))
+def built(request):
+    net = randomize_bn(ofa.create_supernet(request.param)).eval()
+    archs = [net.space.arch_from_dict(a) for a in CHAINS[request.param]]
     dense = [net.extract(a, calib_batches=calib(a)).eval() for a in archs]
     return SlimmableNet.from_dense(dense, ["small", "mid", "large"]), dense
 
@@ -42,14 +54,14 @@ def test_equals_each_extracted_dense_subnet(built):
             assert (slim(x) - d(x)).abs().max() <= 1e-5
             assert (slim.extract(i)(x) - d(x)).abs().max() <= 1e-5
     slim.set_width("mid")
-    assert slim.width == 1 and slim.resolution == 24
+    assert slim.width == 1 and slim.resolution == dense[1].resolution
 
 
 def test_switching_is_constant_time_without_copies_or_memory_growth(built):
     slim, _ = built
-    x = torch.randn(1, 1, 24, 24)
+    slim.set_width(2)
+    x = torch.randn(1, 1, slim.resolution, slim.resolution)
     with torch.no_grad():
-        slim.set_width(2)
         slim(x)  # prepares the views once
     pointers = [p.data_ptr() for p in slim.parameters()]
     tracemalloc.start()
@@ -61,11 +73,11 @@ def test_switching_is_constant_time_without_copies_or_memory_growth(built):
     tracemalloc.stop()
     assert growth < 1024
     assert [p.data_ptr() for p in slim.parameters()] == pointers
-    plans = slim._plans
+    views = [m._views for m in slim.modules() if isinstance(m, SLIM_LAYERS)]
     slim.set_width("large")
     with torch.no_grad():
         slim(x)
-    assert slim._plans is plans  # switching never rebuilt the prepared views
+    assert [m._views for m in slim.modules() if isinstance(m, SLIM_LAYERS)] == views  # never rebuilt
 
 
 def test_stores_largest_weights_once(built):
@@ -78,7 +90,7 @@ def test_controller_picks_widest_width_within_target(built):
     slim, _ = built
     controller = LatencyController(slim, latency_ms=[1.0, 2.0, 4.0])
     assert controller.pick(3.0) == 1 and controller.pick(10.0) == 2 and controller.pick(0.5) == 0
-    y = controller(torch.randn(2, 1, 28, 28), target_ms=1.5)  # resized to the chosen width's resolution
+    y = controller(torch.randn(2, 1, 40, 40), target_ms=1.5)  # resized to the chosen width's resolution
     assert controller.last == 0 and y.shape == (2, 10)
     measured = slim.measure_widths(repeats=3)
     assert len(measured) == 3 and all(ms > 0 for ms in measured)
@@ -90,7 +102,7 @@ def test_save_load_round_trip_and_corrupt_file(built, tmp_path):
     path = slim.save(tmp_path / "slim")
     loaded = SlimmableNet.load(path)
     loaded.set_width("small")
-    x = torch.randn(2, 1, 16, 16)
+    x = torch.randn(2, 1, dense[0].resolution, dense[0].resolution)
     with torch.no_grad():
         assert (loaded(x) - dense[0](x)).abs().max() <= 1e-5
     path.write_bytes(path.read_bytes()[:64])
@@ -102,8 +114,15 @@ def test_errors(built):
     slim, dense = built
     with pytest.raises(ofa.OFAError, match="unknown width 'huge'"):
         slim.set_width("huge")
-    with pytest.raises(ofa.OFAError, match="runs at 24x24"):
+    with pytest.raises(ofa.OFAError, match="runs at"):
         slim.set_width(2)
         slim(torch.randn(1, 1, 16, 16))
-    with pytest.raises(ofa.OFAError, match="not contained|not nested|more than"):
+    with pytest.raises(ofa.OFAError, match="not contained|not in the next width"):
         SlimmableNet.from_dense([dense[2], dense[0]])
+
+
+def test_kernel_sizes_must_match_across_widths():
+    net = ofa.create_supernet("ofa_mbv3_tiny").eval()
+    small, large = MBV3_CHAIN[0], dict(MBV3_CHAIN[1], kernels=[[7] * d for d in MBV3_CHAIN[1]["depths"]])
+    with pytest.raises(ofa.OFAError, match=r"conv_dw.weight has shape \[\d+, 1, 3, 3\], not contained"):
+        SlimmableNet([net.static_description(net.space.arch_from_dict(a)) for a in (small, large)])

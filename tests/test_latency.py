@@ -82,3 +82,28 @@ def test_profile_unknown_supernet_is_a_clear_error(capsys, tmp_path):
     assert main(["profile", "--supernet", "resnet_nope", "--out", str(tmp_path / "x.json"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "unknown supernet 'resnet_nope'" in err and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("name", ["ofa_resnet_tiny", "ofa_resnet18", "ofa_resnet50", "ofa_mbv3_tiny", "ofa_mbv3"])
+def test_distinct_units_cover_every_arch_of_the_space(name):
+    from ofa.latency import units_of_spec
+
+    net = ofa.create_supernet(name)
+    units = distinct_units(net)
+    archs = [net.space.largest(), net.space.smallest()] + [net.space.sample(i) for i in range(60)]
+    for arch in archs:
+        assert {key for key, _ in units_of_spec(net.plan.static_spec(arch))} <= set(units)
+
+
+def test_mobilenet_profile_times_kernel_se_and_stride_variants(tmp_path):
+    from deploy.profile import ProfileSettings, profile
+
+    net = ofa.create_supernet("ofa_mbv3_tiny")
+    table = profile(net, device="ci-cpu", settings=ProfileSettings.coarse(), threads=1, progress=False,
+                    out=tmp_path / "mbv3.json")
+    assert set(LatencyTable.load(tmp_path / "mbv3.json").units) == set(distinct_units(net))
+    kernels = {key.split("|")[5] for key in table.units if key.startswith("mb|")}
+    assert kernels == {"3", "5", "7"}
+    assert table.meta["supernet"]["family"] == "mbv3" and table.meta["accuracy"]["eval_subnets"] > 0
+    small, large = net.space.smallest(), net.space.largest()
+    assert 0 < table.predict(net, small) < table.predict(net, large)

@@ -9,8 +9,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import ofa
+from ofa.families.mbv3 import OFAMobileNet
 from ofa.kernel import DynamicKernelConv2d
-from ofa.mbv3 import OFAMobileNet
+from ofa.static import conv_bn_pairs
 from tests.conftest import randomize_bn
 
 
@@ -108,7 +109,7 @@ def test_extracted_network_has_plain_layers_and_folded_kernels(net):
 def test_conv_bn_pairs_name_every_batchnorm_once(net):
     static = net.extract(net.space.sample(5))
     modules = dict(static.named_modules())
-    pairs = static.conv_bn_pairs()
+    pairs = conv_bn_pairs(static)
     assert all(isinstance(modules[c], torch.nn.Conv2d) and isinstance(modules[b], torch.nn.BatchNorm2d)
                and modules[c].out_channels == modules[b].num_features for c, b in pairs)
     assert sorted(b for _, b in pairs) == sorted(n for n, m in modules.items() if isinstance(m, torch.nn.BatchNorm2d))

@@ -66,7 +66,7 @@ def test_from_timm_supernet_survives_save_and_load(tmp_path):
     ("resnet50d", "deep stem"),
     ("seresnet50", "squeeze-excite"),
     ("resnext50_32x4d", "grouped"),
-    ("resnetv2_50", "is not a timm ResNet"),
+    ("resnetv2_50", "belongs to no supported network family"),
     ("no_such_model", "unknown timm model"),
 ])
 def test_unsupported_models_are_rejected_clearly(name, why):

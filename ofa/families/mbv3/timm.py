@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from .errors import OFAError
-from .timm_create import create_timm_model
+from ...errors import OFAError
+from ...timm_create import create_timm_model
 
 SUPPORTED = ("timm MobileNetV3 and EfficientNet with a single stride-1 depthwise-separable first block, "
              "symmetric padding and BN eps 1e-5: mobilenetv3_large_075/100, efficientnet_b0, efficientnet_lite0")
@@ -181,7 +181,7 @@ def from_timm_mbconv(model: str | nn.Module, checkpoint_path: str | None = None,
     """A MobileNetV3/EfficientNet supernet from a timm model name or instance (see :func:`ofa.from_timm`)."""
     import timm
 
-    from .mbv3 import OFAMobileNet
+    from .supernet import OFAMobileNet
 
     name = model if isinstance(model, str) else getattr(model, "default_cfg", {}).get("architecture", "instance")
     if isinstance(model, str):

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import OFAError
-from .layers import make_divisible
-from .space import Arch, SearchSpace
+from ...errors import OFAError
+from ...layers import make_divisible
+from ...space import Arch, SearchSpace
 
 ACTIVATIONS = ("relu", "hswish", "silu")
 # What differs between the two styles: the squeeze-excite rule, its activation and gate, and the head.
@@ -214,7 +214,7 @@ class MBConvPlan:
 
     # -- static description and costs ------------------------------------------------------------------------
     def static_spec(self, arch: Arch) -> dict[str, Any]:
-        """JSON description of the dense network of ``arch`` (what :class:`ofa.mbv3_static.StaticMBConvNet` builds)."""
+        """JSON description of the dense network of ``arch`` (what :class:`StaticMBConvNet` builds)."""
         rules = self.rules
         return {
             "family": "mbv3", "style": self.style, "in_chans": self.in_chans, "num_classes": self.num_classes,

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import OFAError
-from .layers import make_divisible
-from .space import Arch, SearchSpace
+from ...errors import OFAError
+from ...layers import make_divisible
+from ...space import Arch, SearchSpace
 
 STEM_TYPES = ("conv7_pool", "conv3")
 BLOCKS = ("basic", "bottleneck")
@@ -137,7 +137,7 @@ class ResNetPlan:
 
     # -- static description and costs ------------------------------------------------------------------------
     def static_spec(self, arch: Arch) -> dict[str, Any]:
-        """JSON description of the dense network of ``arch`` (what :class:`ofa.resnet_static.StaticResNet` builds)."""
+        """JSON description of the dense network of ``arch`` (what :class:`StaticResNet` builds)."""
         return {
             "family": "resnet", "block": self.block, "in_chans": self.in_chans, "num_classes": self.num_classes,
             "stem_type": self.stem_type, "stem": self.stem_width(arch), "resolution": arch.resolution,
