@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 # Run as `python benchmarks/deploy.py`, this file's folder comes first on sys.path and its name would shadow the
@@ -113,12 +114,24 @@ def bench_macs(net, archs, repeats: int) -> list[dict]:
             for a, t in zip(archs, ms)]
 
 
+def nested_chain(space) -> list:
+    """The smallest and the largest arch, the smallest taking the largest's kernel sizes (widths must share them)."""
+    small, big = space.smallest(), space.largest()
+    if small.kernels is not None:
+        small = replace(small, kernels=tuple(row[:d] for row, d in zip(big.kernels, small.depths)))
+    return [small, big]
+
+
 def bench_switch(net) -> dict:
-    space = net.space
-    chain = [space.smallest(), space.largest()]
-    slim = SlimmableNet.from_dense([net.extract(a).eval() for a in chain])
+    chain = nested_chain(net.space)
+    dense = [net.extract(a).eval() for a in chain]
+    slim = SlimmableNet.from_dense(dense)
+    max_diff = 0.0
     with torch.inference_mode():
-        slim(torch.randn(1, net.in_chans, chain[-1].resolution, chain[-1].resolution))
+        for i, (arch, d) in enumerate(zip(chain, dense)):
+            slim.set_width(i)
+            x = torch.randn(8, net.in_chans, arch.resolution, arch.resolution)
+            max_diff = max(max_diff, (slim(x) - d(x)).abs().max().item())
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     start = time.perf_counter()
@@ -127,7 +140,7 @@ def bench_switch(net) -> dict:
     us = (time.perf_counter() - start) / 10_000 * 1e6
     growth = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    return {"switch_us": us, "memory_growth_bytes": growth, "switches": 10_000}
+    return {"switch_us": us, "memory_growth_bytes": growth, "switches": 10_000, "max_abs_diff_vs_dense": max_diff}
 
 
 def bench_divisor(name: str, n: int, repeats: int, seed: int = 0) -> dict:
@@ -203,7 +216,8 @@ def main() -> None:
     for r in macs:
         print(f"  {r['macs_ratio']:.2f} -> {r['latency_ratio']:.2f}  ({r['ms']:.3f} ms)")
     print(f"\n(d) width switch: {switch['switch_us']:.2f} us (goal <= {GOALS['switch_us']}), "
-          f"memory growth over 10,000 switches {switch['memory_growth_bytes']} bytes")
+          f"memory growth over 10,000 switches {switch['memory_growth_bytes']} bytes, "
+          f"max |slimmable - dense| over the widths {switch['max_abs_diff_vs_dense']:.2e}")
     print(f"\n(e) ms per million MACs: divisor 8 {divisor['divisor8']['ms_per_mmac_median']:.4f}, "
           f"divisor 1 {divisor['divisor1']['ms_per_mmac_median']:.4f} "
           f"({divisor['divisor1']['odd_channel_counts']} odd channel counts) -> unrounded is "

@@ -25,33 +25,33 @@ DEMOS: dict[str, dict[str, Any]] = {
              "widths": "all", "stem": "all"},
         ]),
         "macs": {"micro": 3_000_000, "mobile": 8_000_000, "server": 20_000_000},
+        "quick": {"batch_size": 64, "steps_per_epoch": 12},  # 36 steps of the full network, 12 per later phase
         "shipped": "tiny_cpu.yaml",
     },
     "ofa_mbv3_tiny": {
-        "config": dict(_COMMON, supernet={"name": "ofa_mbv3_tiny"}, batch_size=64, kd_ratio=0.5,
-                       optimizer=dict(_COMMON["optimizer"], weight_decay=3e-5), checkpoint_every=100, phases=[
-            {"name": "full", "epochs": 3, "lr": 0.05, "warmup_epochs": 1, "resolutions": "all"},
+        "config": dict(_COMMON, supernet={"name": "ofa_mbv3_tiny"}, batch_size=32, channels_last=True, num_random=1,
+                       optimizer=dict(_COMMON["optimizer"], weight_decay=3e-5), checkpoint_every=1000, phases=[
+            {"name": "full", "epochs": 4, "lr": 0.1},
             {"name": "kernel", "epochs": 1, "lr": 0.02, "resolutions": "all", "kernels": "all"},
-            {"name": "depth_1", "epochs": 1, "lr": 0.01, "resolutions": "all", "kernels": "all", "depths": [3, 4]},
-            {"name": "depth_2", "epochs": 1, "lr": 0.01, "resolutions": "all", "kernels": "all", "depths": "all"},
-            {"name": "expand_1", "epochs": 1, "lr": 0.01, "resolutions": "all", "kernels": "all", "depths": "all",
-             "expands": [4, 6]},
-            {"name": "expand_2", "epochs": 1, "lr": 0.01, "resolutions": "all", "kernels": "all", "depths": "all",
+            {"name": "depth", "epochs": 1, "lr": 0.02, "resolutions": "all", "kernels": "all", "depths": "all"},
+            {"name": "expand", "epochs": 1, "lr": 0.02, "resolutions": "all", "kernels": "all", "depths": "all",
              "expands": "all"},
         ]),
         "macs": {"micro": 3_000_000, "mobile": 6_000_000, "server": 12_000_000},
+        "quick": {"batch_size": 32, "steps_per_epoch": 40},  # the full MobileNet needs ~100 steps to learn
         "shipped": "mbv3_tiny_cpu.yaml",
     },
 }
 
 
 def demo_config(quick: bool, supernet: str = "ofa_resnet_tiny") -> dict[str, Any]:
-    """The demo's training config; ``quick`` trains the full network 36 steps and each later phase 12 (a weak
-    largest subnet teaches badly in place)."""
+    """The demo's training config; ``quick`` trains the full network 3 short epochs and each later phase one (a
+    weak largest subnet teaches badly in place)."""
     config = copy.deepcopy(DEMOS[supernet]["config"])
     if quick:
         for phase in config["phases"]:
             phase["epochs"], phase["warmup_epochs"] = (3 if phase["name"] == "full" else 1), 0
-        config.update(batch_size=64, max_steps_per_epoch=12, checkpoint_every=20,
-                      eval={"calib_images": 256, "val_images": 500, "batch_size": 250})
+        quick_steps = DEMOS[supernet]["quick"]
+        config.update(batch_size=quick_steps["batch_size"], max_steps_per_epoch=quick_steps["steps_per_epoch"],
+                      checkpoint_every=20, eval={"calib_images": 256, "val_images": 500, "batch_size": 250})
     return config

@@ -84,11 +84,12 @@ def test_profile_unknown_supernet_is_a_clear_error(capsys, tmp_path):
     assert "unknown supernet 'resnet_nope'" in err and not (tmp_path / "x.json").exists()
 
 
-@pytest.mark.parametrize("name", ["ofa_resnet_tiny", "ofa_resnet18", "ofa_resnet50", "ofa_mbv3_tiny", "ofa_mbv3"])
+@pytest.mark.parametrize("name", ["ofa_resnet_tiny", "ofa_resnet18", "ofa_resnet50", "ofa_mbv3_tiny", "ofa_mbv3",
+                                  "timm:efficientnet_b0"])
 def test_distinct_units_cover_every_arch_of_the_space(name):
     from ofa.latency import units_of_spec
 
-    net = ofa.create_supernet(name)
+    net = ofa.from_timm(name[5:]) if name.startswith("timm:") else ofa.create_supernet(name)
     units = distinct_units(net)
     archs = [net.space.largest(), net.space.smallest()] + [net.space.sample(i) for i in range(60)]
     for arch in archs:

@@ -9,7 +9,6 @@ batches, augmentations and sampled subnets are functions of (seed, epoch, index,
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -27,13 +26,13 @@ from torch import nn
 import ofa
 from ofa.errors import OFAError
 from ofa.io import atomic_write
-from ofa.space import Arch, SearchSpace
 
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import phase_space, read_config, resolve_config, widens
-from .data import Data, load_data
+from .data import load_data
 from .metrics import MetricsLog
 from .sandwich import sample_subnets, sandwich_backward
+from .setup import build_supernet, make_accelerator, middle_arch, state_hash
 
 
 class NonFiniteLossError(OFAError):
@@ -47,70 +46,6 @@ class TrainResult:
     global_step: int
     metrics: list[dict[str, Any]]
     is_main_process: bool = True
-
-
-def middle_arch(space: SearchSpace) -> Arch:
-    """The arch taking the middle choice of every dimension (a representative mid-size subnet)."""
-    return space.uniform(lambda choices: sorted(choices)[len(choices) // 2])
-
-
-def build_supernet(config: dict[str, Any], data: Data) -> nn.Module:
-    """The supernet a config names, sized to the data's classes and channels."""
-    if "timm" in config:
-        entry = dict(config["timm"])
-        name = entry.pop("name")
-        entry.pop("skip_first_phase", None)
-        net = ofa.from_timm(name, num_classes=data.num_classes, in_chans=data.in_chans, **entry)
-        if net.in_chans != data.in_chans:
-            raise OFAError(f"timm model {name!r} takes {net.in_chans} input channels but the data "
-                           f"{data.name!r} has {data.in_chans}")
-        return net
-    entry = dict(config["supernet"])
-    name = entry.pop("name")
-    for key, value in (("num_classes", data.num_classes), ("in_chans", data.in_chans)):
-        given = entry.pop(key, value)
-        if given != value:
-            raise OFAError(f"supernet {key}={given} but the data {data.name!r} has {value}; "
-                           f"leave {key} out of the config (it comes from the data)")
-    return ofa.create_supernet(name, num_classes=data.num_classes, in_chans=data.in_chans, **entry)
-
-
-def state_hash(module: nn.Module, params_only: bool = False) -> str:
-    h = hashlib.sha256()
-    names = {n for n, _ in module.named_parameters()}
-    for key, t in sorted(module.state_dict().items()):
-        if params_only and key not in names:
-            continue
-        h.update(key.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _make_accelerator(config: dict[str, Any], run_dir: Path):
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, is_tensorboard_available
-
-    # Elastic depth leaves whole blocks unused by a subnet: DDP must not wait for their gradients.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    # cpu=True when no GPU exists, so that `torchrun --nproc_per_node N` on CPU forms one gloo group.
-    cpu = bool(config["cpu"]) or not torch.cuda.is_available()
-    log_with = config["log_with"]
-    if log_with == "tensorboard" and not is_tensorboard_available():  # accelerate would drop it silently
-        raise OFAError("log_with: tensorboard needs the tensorboard package: pip install 'ofa-supernet[tensorboard]'")
-    try:
-        return Accelerator(cpu=cpu, mixed_precision=config["mixed_precision"], kwargs_handlers=[ddp],
-                           gradient_accumulation_steps=config["gradient_accumulation_steps"], log_with=log_with,
-                           project_dir=str(run_dir))
-    except ValueError as e:
-        if "already been initialized" not in str(e):
-            raise
-        # accelerate keeps one device/precision state per process (a notebook, a script training twice)
-        from accelerate.state import AcceleratorState
-
-        raise OFAError(f"this process already trained with mixed_precision={AcceleratorState().mixed_precision!r} "
-                       f"and accelerate allows one setting per process; train with "
-                       f"mixed_precision={config['mixed_precision']!r} in a new process (or restart the notebook "
-                       "kernel)") from None
 
 
 class Trainer:
@@ -132,7 +67,7 @@ class Trainer:
             self.net.to(memory_format=torch.channels_last)
         self.phases = config["phases"]
         self.spaces = [phase_space(self.net.space, p) for p in self.phases]  # checks every phase up front
-        self.accelerator = _make_accelerator(config, run_dir)
+        self.accelerator = make_accelerator(config, run_dir)
         self.main = self.accelerator.is_main_process
         self.resolution = max(self.net.space.resolutions)  # the loader's; subnets resize on the fly
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
