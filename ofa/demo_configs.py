@@ -31,10 +31,10 @@ DEMOS: dict[str, dict[str, Any]] = {
     "ofa_mbv3_tiny": {
         "config": dict(_COMMON, supernet={"name": "ofa_mbv3_tiny"}, batch_size=32, channels_last=True, num_random=1,
                        optimizer=dict(_COMMON["optimizer"], weight_decay=3e-5), checkpoint_every=1000, phases=[
-            {"name": "full", "epochs": 4, "lr": 0.1},
-            {"name": "kernel", "epochs": 1, "lr": 0.02, "resolutions": "all", "kernels": "all"},
-            {"name": "depth", "epochs": 1, "lr": 0.02, "resolutions": "all", "kernels": "all", "depths": "all"},
-            {"name": "expand", "epochs": 1, "lr": 0.02, "resolutions": "all", "kernels": "all", "depths": "all",
+            {"name": "full", "epochs": 5, "lr": 0.1},
+            {"name": "kernel", "epochs": 1, "lr": 0.05, "resolutions": "all", "kernels": "all"},
+            {"name": "depth", "epochs": 1, "lr": 0.05, "resolutions": "all", "kernels": "all", "depths": "all"},
+            {"name": "expand", "epochs": 1, "lr": 0.05, "resolutions": "all", "kernels": "all", "depths": "all",
              "expands": "all"},
         ]),
         "macs": {"micro": 3_000_000, "mobile": 6_000_000, "server": 12_000_000},
