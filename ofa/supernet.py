@@ -36,6 +36,7 @@ class Supernet(nn.Module):
     family: str = ""
     config_keys: tuple[str, ...] = ()
     plan_class: type | None = None  # the family's tensor-free architecture definition
+    classifier_name: str = ""  # the classifier layer's name (timm's: ``fc``, ``classifier``), whose outputs are classes
 
     @classmethod
     def make_plan(cls, **config: Any):

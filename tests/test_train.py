@@ -233,3 +233,19 @@ def test_a_phase_can_sample_more_random_subnets(tmp_path):
     train(small_config(phases=phases, num_random=1, log_subnets=True), tmp_path / "run", progress=False)
     log = json.loads((tmp_path / "run" / "logs" / "rank0.json").read_text())
     assert [len(step) for step in log["subnets"]] == [3, 3, 5, 5]  # largest + smallest + num_random
+
+
+@pytest.mark.parametrize("model", ["resnet18", "mobilenetv3_large_100"])
+def test_skip_first_phase_with_a_pretrained_head_that_fits(tmp_path, model):
+    import safetensors.torch
+    import timm
+
+    from train.trainer import Trainer
+
+    checkpoint = tmp_path / f"{model}.safetensors"
+    safetensors.torch.save_file(timm.create_model(model, num_classes=10, in_chans=1).state_dict(), checkpoint)
+    config = small_config(timm={"name": model, "checkpoint_path": str(checkpoint), "skip_first_phase": True},
+                          phases=[{"name": "full", "epochs": 1, "lr": 0.1}, {"name": "depth", "epochs": 1, "lr": 0.1, "depths": "all"}])
+    del config["supernet"]
+    trainer = Trainer(resolve_config(config), tmp_path / "run", progress=False)
+    assert trainer.pos["phase"] == 1  # the fitted head is kept: training starts at the second phase

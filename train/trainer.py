@@ -109,12 +109,12 @@ class Trainer:
     def _head_fits(self) -> bool:
         import safetensors.torch
 
-        path = self.net.origin["checkpoint_path"]
+        path, key = self.net.origin["checkpoint_path"], f"{self.net.classifier_name}.weight"
         try:
-            fc = safetensors.torch.load_file(path).get("fc.weight")
+            head = safetensors.torch.load_file(path).get(key)
         except Exception:
-            fc = torch.load(path, map_location="cpu", weights_only=True).get("fc.weight")
-        return fc is not None and fc.shape[0] == self.data.num_classes
+            head = torch.load(path, map_location="cpu", weights_only=True).get(key)
+        return head is not None and head.shape[0] == self.data.num_classes
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.net.load_state_dict(ckpt["model"])

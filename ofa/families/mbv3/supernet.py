@@ -27,6 +27,7 @@ class OFAMobileNet(MBConvLayout, Supernet):
 
     family = "mbv3"
     plan_class = MBConvPlan
+    classifier_name = "classifier"
     config_keys = ("style", "stem_channels", "first_channels", "stage_channels", "depths", "strides",
                    "kernel_sizes", "expand_ratios", "acts", "se", "head_channels", "num_features", "resolutions",
                    "stem_act", "stem_stride", "first_kernel", "first_act", "first_se", "head_act", "mid_channels",

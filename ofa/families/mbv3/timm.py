@@ -60,7 +60,7 @@ def _check_conv(conv: nn.Module, where: str, depthwise: bool = False) -> int:
     k = conv.kernel_size[0]
     if conv.kernel_size != (k, k) or conv.padding != (k // 2, k // 2) or conv.dilation != (1, 1):
         _reject(f"{where} is not a square, symmetrically padded, undilated convolution")
-    if (conv.groups == conv.in_channels) != depthwise or (not depthwise and conv.groups != 1):
+    if conv.groups != (conv.in_channels if depthwise else 1):  # (a 1-channel stem has groups == in_channels)
         _reject(f"{where} has groups={conv.groups}")
     return k
 

@@ -22,6 +22,7 @@ class OFAResNet(ResNetLayout, Supernet):
 
     family = "resnet"
     plan_class = ResNetPlan
+    classifier_name = "fc"
     config_keys = ("block", "stage_channels", "depths", "strides", "stem_channels", "stem_type", "expand_ratios",
                    "width_mults", "stem_mults", "resolutions", "in_chans", "num_classes", "divisor",
                    "data_config", "origin")
