@@ -49,8 +49,13 @@ class Arch:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
 
     def key(self) -> str:
-        """A short stable hash of the canonical arch (used to key measurements)."""
-        return hashlib.sha1(self.to_json().encode()).hexdigest()[:16]
+        """A short stable hash of the canonical arch (used to key measurements); computed once per arch, since
+        the search asks for it on every candidate."""
+        key = self.__dict__.get("_key")
+        if key is None:
+            key = hashlib.sha1(self.to_json().encode()).hexdigest()[:16]
+            object.__setattr__(self, "_key", key)  # a cache, not a field: equality and hashing ignore it
+        return key
 
     def __str__(self) -> str:
         return self.to_json()

@@ -41,8 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also fit the other predictor families and record their held-out scores")
     p.add_argument("--mode", default="constrained", choices=["constrained", "pareto"],
                    help="NSGA-II per budget with constraints (default) or one multi-objective run per cost")
-    p.add_argument("--generations", type=int, default=40)
-    p.add_argument("--population", type=int, default=50)
+    p.add_argument("--generations", type=int, default=60,
+                   help="NSGA-II generations per budget (default 60)")
+    p.add_argument("--population", type=int, default=100, help="NSGA-II population (default 100)")
     p.add_argument("--mutation-prob", type=float, default=None, help="per gene (default 1/number of genes)")
     p.add_argument("--crossover-prob", type=float, default=0.9)
     p.add_argument("--nested", action="store_true",

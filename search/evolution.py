@@ -1,9 +1,10 @@
-"""Evolutionary search with Optuna's NSGA-II over the genes of a search space, scored by a predictor.
+"""Evolutionary search (NSGA-II) over the genes of a search space, scored by a predictor.
 
-Every trial suggests every gene, also the genes of blocks beyond their stage's depth (NSGA-II samples a parameter
-missing from some trials at random, without evolution); the arch is then canonicalised, and archs that differ
-only in inactive genes share one cached score. The study lives in memory and runs a generation at a time: ask a
-whole population, score the new archs in one batch, tell.
+Every candidate carries every gene, also the genes of blocks beyond their stage's depth; the arch is then
+canonicalised, and archs that differ only in inactive genes share one cached score. A generation is bred as one
+integer array (:mod:`search.nsga`) and scored in one batch. Passing an Optuna sampler instead runs every
+candidate as a trial of an in-memory study (ask a whole population, score the new archs in one batch, tell):
+any Optuna sampler works there, at about 3 ms of bookkeeping per trial.
 
 Two modes: ``constrained`` maximises the predicted score under one device's limits (``Trial.set_constraint``:
 constrained domination, so the best feasible trial is never over budget) and ``pareto`` maximises the score while
@@ -23,6 +24,7 @@ import optuna
 from ofa import Arch, ArchError
 
 from .genes import GeneSpace
+from .nsga import NSGA2
 
 MODES = ("constrained", "pareto")
 
@@ -57,50 +59,135 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
            violations: Callable[[Arch], Sequence[float]] | None = None,
            cost: Callable[[Arch], float] | None = None, seeds: Sequence[Arch] = (), seed: int = 0,
            mutation_prob: float | None = None, crossover_prob: float = 0.9, swapping_prob: float = 0.5,
+           sampler: optuna.samplers.BaseSampler | None = None,
            log: Callable[[str], None] | None = None, label: str = "") -> EvolutionResult:
     """Run NSGA-II for ``generations`` x ``population`` trials.
 
     ``score(archs)`` returns one value per arch (higher is better) and is called once per generation on the
     archs not seen before. ``violations(arch)`` gives constraint values (<= 0 is feasible) in constrained mode;
-    ``cost(arch)`` is the second objective in pareto mode.
+    ``cost(arch)`` is the second objective in pareto mode. By default a generation is bred as one array
+    (:mod:`search.nsga`); with an Optuna ``sampler`` every candidate is an Optuna trial instead (any sampler,
+    about 3 ms of bookkeeping per trial).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "pareto" and cost is None:
         raise ValueError("pareto mode needs a cost function")
+    result = EvolutionResult(evaluated={})
+    start = time.perf_counter()
+
+    def evaluate(archs: list[Arch]) -> list[Evaluated]:
+        """Score the archs not seen before in one batch; every arch's record, in order."""
+        new = list({a.key(): a for a in archs if a.key() not in result.evaluated}.values())
+        if new:
+            for a, v in zip(new, np.asarray(score(new), dtype=np.float64)):
+                e = Evaluated(a, float(v))
+                if mode == "constrained" and violations is not None:
+                    e.costs = tuple(float(c) for c in violations(a))
+                    e.feasible = all(c <= 0 for c in e.costs)
+                elif mode == "pareto":
+                    e.costs = (float(cost(a)),)
+                result.evaluated[a.key()] = e
+        return [result.evaluated[a.key()] for a in archs]
+
+    def report(generation: int, best: float) -> None:
+        result.history.append(float(best))
+        if log is not None and (generation % 10 == 9 or generation == generations - 1):
+            log(f"{label}generation {generation + 1:3d}/{generations}: best predicted {best:.4f}, "
+                f"{len(result.evaluated)} distinct archs scored")
+
+    run = _evolve_optuna if sampler is not None else _evolve_arrays
+    run(genes, evaluate, report, result.evaluated, generations, population, mode, seeds, seed, mutation_prob,
+        crossover_prob, swapping_prob, sampler)
+    result.trials = generations * population
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _objectives(records: list[Evaluated], mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Objectives to minimise and total constraint violation (0 when feasible) of each record."""
+    if mode == "constrained":
+        objectives = np.array([[-e.score] for e in records])
+        violation = np.array([0.0 if e.feasible else sum(max(0.0, c) for c in e.costs) for e in records])
+    else:
+        objectives = np.array([[-e.score, e.costs[0]] for e in records])
+        violation = np.zeros(len(records))
+    return objectives, violation
+
+
+def _evolve_arrays(genes, evaluate, report, scored, generations, population, mode, seeds, seed, mutation_prob,
+                   crossover_prob, swapping_prob, sampler) -> None:
+    """NSGA-II on index matrices: one array operation per step of a generation, one score call per generation."""
+    engine = NSGA2([len(g.choices) for g in genes.genes], population, seed, mutation_prob, crossover_prob,
+                   swapping_prob)
+    rows = []
+    for a in seeds:  # known-good starting points; those outside a narrowed gene space are skipped
+        try:
+            values = genes.genes_from_arch(a)
+        except ArchError:
+            continue
+        rows.append([g.choices.index(values[g.name]) for g in genes.genes])
+    rows = rows[:population]
+    pop = np.concatenate([np.asarray(rows, dtype=np.int64).reshape(-1, len(genes.genes)),
+                          engine.random(population - len(rows))])
+    decoded: dict[bytes, Arch] = {}
+
+    def archs_of(matrix: np.ndarray) -> list[Arch]:
+        out = []
+        for row in matrix:
+            key = row.tobytes()
+            if key not in decoded:
+                decoded[key] = genes.arch_from_genes({g.name: g.choices[i] for g, i in zip(genes.genes, row)})
+            out.append(decoded[key])
+        return out
+
+    records = evaluate(archs_of(pop))
+    best = -np.inf
+    for generation in range(generations):
+        if generation > 0:
+            ranks, crowd = engine.rank(*_objectives(records, mode))
+            children = engine.offspring(pop, ranks, crowd)
+            for _ in range(5):  # a child that repeats a scored arch (or a sibling) learns nothing: move it
+                repeats, seen = [], set(scored)
+                for i, a in enumerate(archs_of(children)):
+                    if a.key() in seen:
+                        repeats.append(i)
+                    seen.add(a.key())
+                if not repeats:
+                    break
+                children[repeats] = engine.perturb(children[repeats])
+            child_records = evaluate(archs_of(children))
+            merged = np.concatenate([pop, children])
+            merged_records = records + child_records
+            keep = engine.survivors(*_objectives(merged_records, mode), [e.arch.key() for e in merged_records])
+            pop, records = merged[keep], [merged_records[i] for i in keep]
+            new_records = child_records
+        else:
+            new_records = records
+        best = max([best] + [e.score for e in new_records if e.feasible])
+        report(generation, best)
+
+
+def _evolve_optuna(genes, evaluate, report, scored, generations, population, mode, seeds, seed, mutation_prob,
+                   crossover_prob, swapping_prob, sampler) -> None:
+    """Every candidate an Optuna trial of ``sampler`` (ask a generation, score it in one batch, tell)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.NSGAIISampler(population_size=population, mutation_prob=mutation_prob,
-                                            crossover_prob=crossover_prob, swapping_prob=swapping_prob, seed=seed)
     directions = ["maximize"] if mode == "constrained" else ["maximize", "minimize"]
     study = optuna.create_study(directions=directions, sampler=sampler)
-    for a in seeds:  # known-good starting points; those outside a narrowed gene space are skipped
+    for a in seeds:
         try:
             study.enqueue_trial(genes.genes_from_arch(a))
         except ArchError:
             pass
     distributions = [(g.name, g.choices) for g in genes.genes]
-    result = EvolutionResult(evaluated={})
     best = -np.inf
-    start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for generation in range(generations):
             trials = [study.ask() for _ in range(population)]
             archs = [genes.arch_from_genes({name: t.suggest_categorical(name, choices)
                                             for name, choices in distributions}) for t in trials]
-            new = list({a.key(): a for a in archs if a.key() not in result.evaluated}.values())
-            if new:
-                values = np.asarray(score(new), dtype=np.float64)
-                for a, v in zip(new, values):
-                    e = Evaluated(a, float(v))
-                    if mode == "constrained" and violations is not None:
-                        e.costs = tuple(float(c) for c in violations(a))
-                        e.feasible = all(c <= 0 for c in e.costs)
-                    elif mode == "pareto":
-                        e.costs = (float(cost(a)),)
-                    result.evaluated[a.key()] = e
-            for t, a in zip(trials, archs):
-                e = result.evaluated[a.key()]
+            for t, e in zip(trials, evaluate(archs)):
                 if mode == "constrained":
                     for i, c in enumerate(e.costs):
                         t.set_constraint(f"limit{i}", c)
@@ -109,13 +196,7 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
                     study.tell(t, [e.score, e.costs[0]])
                 if e.feasible:
                     best = max(best, e.score)
-            result.history.append(float(best))
-            if log is not None and (generation % 10 == 9 or generation == generations - 1):
-                log(f"{label}generation {generation + 1:3d}/{generations}: best predicted {best:.4f}, "
-                    f"{len(result.evaluated)} distinct archs scored")
-    result.trials = generations * population
-    result.seconds = time.perf_counter() - start
-    return result
+            report(generation, best)
 
 
 def pareto_front(points: Sequence[tuple[float, float, object]]) -> list[tuple[float, float, object]]:

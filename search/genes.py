@@ -34,6 +34,7 @@ class GeneSpace:
         self.space = space
         self.genes: tuple[Gene, ...] = tuple(genes) if genes is not None else tuple(self._all_genes(space))
         self._by_name = {g.name: g for g in self.genes}
+        self._slots = {g.name: {c: i for i, c in enumerate(g.choices)} for g in self.genes}
         # one-hot layout of the encoding: the offset of each gene's first slot
         self.offsets: dict[str, int] = {}
         width = 0
@@ -61,17 +62,22 @@ class GeneSpace:
 
     # -- genes <-> arch ----------------------------------------------------------------------------------------
     def arch_from_genes(self, genes: Mapping) -> Arch:
-        """The canonical arch of a full gene assignment (inactive block genes are ignored)."""
+        """The canonical arch of a full gene assignment (inactive block genes are ignored).
+
+        Gene values are the space's own choices, so the arch is built directly (the search decodes thousands of
+        candidates; validating each through ``arch_from_dict`` cost more than breeding them)."""
         n = self.space.num_stages
-        depths = [int(genes[f"depth{s}"]) for s in range(n)]
-        d = {"resolution": genes["resolution"], "depths": depths,
-             "widths": [genes[f"width{s}"] for s in range(n)],
-             "expands": [[genes[f"expand{s}.{b}"] for b in range(depths[s])] for s in range(n)]}
-        if self.space.stem is not None:
-            d["stem"] = genes["stem"]
+        depths = tuple(int(genes[f"depth{s}"]) for s in range(n))
+        for g in self.genes:
+            if genes[g.name] not in g.choices:
+                raise ArchError(f"{g.name}={genes[g.name]!r} is not allowed; allowed: {list(g.choices)}")
+        kernels = None
         if self.space.kernels is not None:
-            d["kernels"] = [[genes[f"kernel{s}.{b}"] for b in range(depths[s])] for s in range(n)]
-        return self.space.arch_from_dict(d)
+            kernels = tuple(tuple(genes[f"kernel{s}.{b}"] for b in range(depths[s])) for s in range(n))
+        return Arch(resolution=genes["resolution"], depths=depths,
+                    widths=tuple(genes[f"width{s}"] for s in range(n)),
+                    expands=tuple(tuple(genes[f"expand{s}.{b}"] for b in range(depths[s])) for s in range(n)),
+                    stem=genes["stem"] if self.space.stem is not None else None, kernels=kernels)
 
     def genes_from_arch(self, arch: Arch) -> dict:
         """A full gene assignment for ``arch``; inactive block genes take their first allowed choice."""
@@ -97,8 +103,8 @@ class GeneSpace:
         x = np.zeros((len(archs), self.width), dtype=np.float32)
         for i, arch in enumerate(archs):
             for name, value in self._active_values(arch):
-                g = self._by_name[name]
-                x[i, self.offsets[name] + _index(value, g)] = 1.0
+                slot = self._slots[name].get(value)  # exact choices; a float that only nears one goes the slow way
+                x[i, self.offsets[name] + (slot if slot is not None else _index(value, self._by_name[name]))] = 1.0
         return x
 
     def decode(self, row: np.ndarray) -> Arch:

@@ -37,8 +37,8 @@ class SearchConfig:
     metric: str = "top1"  # predictor target: validation top1 or loss
     compare_predictors: bool = False  # also fit the other families and record their held-out scores
     mode: str = "constrained"
-    generations: int = 40
-    population: int = 50
+    generations: int = 60   # 6,000 candidates per budget: about 1 s (benchmarks/search_vs_ofa.py)
+    population: int = 100
     mutation_prob: float | None = None
     crossover_prob: float = 0.9
     nested: bool = False
