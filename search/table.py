@@ -168,6 +168,14 @@ def _reclaim_dead(study: optuna.Study, storage, stale_after: float, grace_period
             pass  # finished (or reclaimed by another worker) meanwhile
 
 
+def _finish(study: optuna.Study, trial: optuna.Trial, state: TrialState) -> None:
+    """Tell ``state`` unless another worker already finished the trial (reclaimed it as dead): nothing to do then."""
+    try:
+        study.tell(trial, state=state)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+        pass
+
+
 def _age(trial, now: datetime.datetime) -> float:
     return (now - trial.datetime_start).total_seconds() if trial.datetime_start is not None else 0.0
 
@@ -225,13 +233,18 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
                     time.sleep(poll_seconds)  # another worker is measuring, or a dead one is not stale yet
                     continue
                 break
-            trial = study.ask()
+            try:
+                trial = study.ask()
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Optuna lists the waiting trials, then takes one: another worker popped and finished (pruned)
+                # that one in between. Look again.
+                continue
             key = trial.user_attrs.get("key")
             owner = _live_owner(study.get_trials(deepcopy=False), key) if key else None
             if key is None or owner is None or owner.number != trial.number:
                 # another worker popped the last waiting trial first (Optuna then created an empty one), or a
                 # racing worker enqueued this arch too and an older trial owns it: never measure twice
-                study.tell(trial, state=TrialState.PRUNED)
+                _finish(study, trial, TrialState.PRUNED)
                 continue
             arch = net.space.arch_from_json(trial.user_attrs["arch"])
             try:
@@ -240,7 +253,7 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # this worker stalled past grace_period before its first heartbeat and was reclaimed
             except BaseException:
-                study.tell(trial, state=TrialState.FAIL)  # re-enqueued by the next worker that looks
+                _finish(study, trial, TrialState.FAIL)  # re-enqueued by the next worker that looks
                 raise
             macs, params = net.costs(arch)
             try:
