@@ -96,9 +96,12 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
             log(f"{label}generation {generation + 1:3d}/{generations}: best predicted {best:.4f}, "
                 f"{len(result.evaluated)} distinct archs scored")
 
-    run = _evolve_optuna if sampler is not None else _evolve_arrays
-    run(genes, evaluate, report, result.evaluated, generations, population, mode, seeds, seed, mutation_prob,
-        crossover_prob, swapping_prob, sampler)
+    if sampler is None:
+        engine = NSGA2([len(g.choices) for g in genes.genes], population, seed, mutation_prob, crossover_prob,
+                       swapping_prob)
+        _evolve_arrays(genes, engine, evaluate, report, result.evaluated, generations, mode, seeds)
+    else:
+        _evolve_optuna(genes, sampler, evaluate, report, generations, population, mode, seeds)
     result.trials = generations * population
     result.seconds = time.perf_counter() - start
     return result
@@ -115,11 +118,10 @@ def _objectives(records: list[Evaluated], mode: str) -> tuple[np.ndarray, np.nda
     return objectives, violation
 
 
-def _evolve_arrays(genes, evaluate, report, scored, generations, population, mode, seeds, seed, mutation_prob,
-                   crossover_prob, swapping_prob, sampler) -> None:
+def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, scored, generations: int, mode: str,
+                   seeds: Sequence[Arch]) -> None:
     """NSGA-II on index matrices: one array operation per step of a generation, one score call per generation."""
-    engine = NSGA2([len(g.choices) for g in genes.genes], population, seed, mutation_prob, crossover_prob,
-                   swapping_prob)
+    population = engine.population
     rows = []
     for a in seeds:  # known-good starting points; those outside a narrowed gene space are skipped
         try:
@@ -168,8 +170,8 @@ def _evolve_arrays(genes, evaluate, report, scored, generations, population, mod
         report(generation, best)
 
 
-def _evolve_optuna(genes, evaluate, report, scored, generations, population, mode, seeds, seed, mutation_prob,
-                   crossover_prob, swapping_prob, sampler) -> None:
+def _evolve_optuna(genes: GeneSpace, sampler: optuna.samplers.BaseSampler, evaluate, report, generations: int,
+                   population: int, mode: str, seeds: Sequence[Arch]) -> None:
     """Every candidate an Optuna trial of ``sampler`` (ask a generation, score it in one batch, tell)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["maximize"] if mode == "constrained" else ["maximize", "minimize"]

@@ -195,3 +195,14 @@ def test_latency_budget_uses_the_device_table(net, tmp_path):
     best = res.best()
     assert costs.cost(best.arch, "latency_ms", "watch") <= limit
     assert not costs.fits(net.space.largest(), budget) and not res.evaluated[net.space.largest().key()].feasible
+
+
+def test_any_optuna_sampler_can_drive_the_search(net):
+    import optuna
+
+    genes = GeneSpace(net.space)
+    limit = net.costs(net.space.smallest())[0] * 3
+    res = evolve(genes, lambda batch: np.array([np.log(net.costs(a)[0]) for a in batch]), generations=3,
+                 population=8, violations=lambda a: [net.costs(a)[0] / limit - 1],
+                 seeds=[net.space.smallest()], sampler=optuna.samplers.TPESampler(seed=0))
+    assert res.trials == 24 and net.costs(res.best().arch)[0] <= limit
