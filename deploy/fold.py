@@ -27,29 +27,16 @@ def _fold_pair(module: nn.Module, conv_name: str, bn_name: str) -> bool:
     return True
 
 
-def _sequential_pairs(module: nn.Module) -> list[tuple[str, str]]:
-    """A Conv2d directly followed by a BatchNorm2d in a Sequential (a shortcut projection, a stem unit)."""
-    if not isinstance(module, nn.Sequential):
-        return []
-    names = [name for name, _ in module.named_children()]
-    return [(a, b) for a, b in zip(names, names[1:])
-            if isinstance(module.get_submodule(a), nn.Conv2d) and isinstance(module.get_submodule(b), nn.BatchNorm2d)]
-
-
 def fold_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
     """A copy of ``model`` (in eval mode) with every BatchNorm folded into the convolution before it.
 
     The pairs are the ones the network's modules declare (``conv_bn_pairs()``, names relative to the declaring
-    module: a family's dense network and its blocks) plus a Conv2d followed by a BatchNorm2d in a Sequential.
+    module: a family's dense network, its blocks and its latency units).
     The copy keeps the model's attributes (e.g. ``description``) and computes the same function in eval mode.
     """
     model = model if inplace else copy.deepcopy(model)
     model.eval()
-    pairs = conv_bn_pairs(model)
-    for prefix, module in list(model.named_modules()):
-        dot = f"{prefix}." if prefix else ""
-        pairs += [(dot + conv, dot + bn) for conv, bn in _sequential_pairs(module)]
-    for conv_name, bn_name in pairs:
+    for conv_name, bn_name in conv_bn_pairs(model):
         _fold_pair(model, conv_name, bn_name)
     model.folded_bn = True
     return model

@@ -51,9 +51,10 @@ def _dense_on_meta(description: Mapping[str, Any]) -> nn.Module:
         return static_class(description["spec"]["family"])(dict(description))
 
 
-def check_nested(descriptions: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None) -> None:
+def check_nested(descriptions: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None) -> list[nn.Module]:
     """Raise OFAError unless each dense network is contained in the next (smallest first): every layer it has,
-    the next has, with at least as many channels (a prefix) and the same kernel size. Works for every family."""
+    the next has, with at least as many channels (a prefix) and the same kernel size. Works for every family.
+    Returns the dense networks, built on the meta device (shapes only)."""
     names = list(names) if names is not None else [f"width{i}" for i in range(len(descriptions))]
     nets = [_dense_on_meta(d) for d in descriptions]
     for i in range(len(nets) - 1):
@@ -72,6 +73,7 @@ def check_nested(descriptions: Sequence[Mapping[str, Any]], names: Sequence[str]
             if len(a) != len(b) or any(x > y for x, y in zip(a[:2], b[:2])) or a[2:] != b[2:]:
                 raise OFAError(f"{where}: {key} has shape {list(a)}, not contained in the next width's {list(b)}; "
                                "widths, expands and depths must be prefixes of the next width's, kernels equal")
+    return nets
 
 
 class SlimmableNet(nn.Module):
@@ -86,7 +88,7 @@ class SlimmableNet(nn.Module):
         self.names = list(names) if names is not None else [f"width{i}" for i in range(len(descriptions))]
         if len(self.names) != len(self.descriptions) or len(set(self.names)) != len(self.names):
             raise OFAError(f"give one distinct name per width ({len(self.descriptions)} widths), got {self.names}")
-        check_nested(self.descriptions, self.names)
+        meta_nets = check_nested(self.descriptions, self.names)
         self._index_of = {name: i for i, name in enumerate(self.names)}
         self.latency_ms = list(latency_ms) if latency_ms is not None else None
         # The largest width's network, built from width-switching layers, holds every weight once; each layer
@@ -97,8 +99,7 @@ class SlimmableNet(nn.Module):
             self.descriptions[-1], layers=SlimLayers(self.switch, n))
         slim_layers = {name: m for name, m in self.body.named_modules() if isinstance(m, SLIM_LAYERS)}
         self._depths = []
-        for i, description in enumerate(self.descriptions):
-            dense = _dense_on_meta(description)
+        for i, dense in enumerate(meta_nets):
             self._depths.append(dense.stage_depths())
             for name, module in dense.named_modules():
                 if name in slim_layers:

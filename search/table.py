@@ -233,12 +233,7 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
                     time.sleep(poll_seconds)  # another worker is measuring, or a dead one is not stale yet
                     continue
                 break
-            try:
-                trial = study.ask()
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # Optuna lists the waiting trials, then takes one: another worker popped and finished (pruned)
-                # that one in between. Look again.
-                continue
+            trial = study.ask()
             key = trial.user_attrs.get("key")
             owner = _live_owner(study.get_trials(deepcopy=False), key) if key else None
             if key is None or owner is None or owner.number != trial.number:

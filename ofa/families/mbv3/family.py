@@ -20,6 +20,22 @@ def _conv_out(size: int, kernel: int, stride: int) -> int:
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
+class Stem(nn.Module):
+    """The stem as a unit of its own: 3x3 conv, BN, activation (named as in the network)."""
+
+    def __init__(self, in_chans: int, out: int, stride: int, act: str) -> None:
+        super().__init__()
+        self.conv_stem = STATIC.conv(in_chans, out, 3, stride)
+        self.bn1 = STATIC.bn(out)
+        self.act1 = make_act(act)
+
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        return [("conv_stem", "bn1")]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(self.conv_stem(x)))
+
+
 class Head(nn.Module):
     """The head as a unit of its own: MobileNetV3's final expand, pool, conv_head; or EfficientNet's conv_head,
     BN, pool; then the classifier."""
@@ -77,9 +93,7 @@ class MBConvFamily(Family):
     def build_unit(self, unit: Mapping[str, Any]) -> tuple[nn.Module, tuple[int, ...]]:
         kind, size = unit["kind"], unit["size"]
         if kind == "stem":
-            module = nn.Sequential(STATIC.conv(unit["in_chans"], unit["out"], 3, unit["stride"]),
-                                   STATIC.bn(unit["out"]), make_act(unit["act"]))
-            return module, (unit["in_chans"], size, size)
+            return Stem(unit["in_chans"], unit["out"], unit["stride"], unit["act"]), (unit["in_chans"], size, size)
         if kind in ("first", "mb"):
             block_cls = DepthwiseSeparable if kind == "first" else InvertedResidual
             block = unit["block"]
