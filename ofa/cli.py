@@ -176,8 +176,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         search_run = _own_module("search.run")
         config = search_run.SearchConfig(
             run_dir=out, budgets=demo_budgets(out, args.supernet), nested=True, progress=progress,
-            table_size=40 if args.quick else 150, generations=30 if args.quick else 60,
-            population=64 if args.quick else 100, predictor_epochs=150 if args.quick else 300)
+            table_size=40 if args.quick else 150, effort="quick" if args.quick else "default",
+            predictor_epochs=150 if args.quick else 300)
         search_run.search(config)
 
     def deploy_stage() -> None:

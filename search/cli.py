@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .effort import EFFORTS
+
 DESCRIPTION = """\
 Pick, for every device budget, the subnet with the best predicted accuracy, without retraining:
 measure a table of BN-calibrated subnets on the validation split (an Optuna study on --storage: start more
@@ -41,9 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also fit the other predictor families and record their held-out scores")
     p.add_argument("--mode", default="constrained", choices=["constrained", "pareto"],
                    help="NSGA-II per budget with constraints (default) or one multi-objective run per cost")
-    p.add_argument("--generations", type=int, default=60,
-                   help="NSGA-II generations per budget (default 60)")
-    p.add_argument("--population", type=int, default=100, help="NSGA-II population (default 100)")
+    p.add_argument("--effort", default="default", choices=list(EFFORTS),
+                   help="candidates per budget: " + ", ".join(f"{k} {e.population} x {e.generations}"
+                                                                for k, e in EFFORTS.items())
+                   + " (population x generations; about 0.3 s, 1 s and 12 s per budget with a fast "
+                     "predictor, default: default)")
+    p.add_argument("--generations", type=int, default=None,
+                   help="NSGA-II generations per budget (overrides --effort)")
+    p.add_argument("--population", type=int, default=None, help="NSGA-II population (overrides --effort)")
     p.add_argument("--mutation-prob", type=float, default=None, help="per gene (default 1/number of genes)")
     p.add_argument("--crossover-prob", type=float, default=0.9)
     p.add_argument("--nested", action="store_true",
@@ -82,14 +89,15 @@ def main(args: argparse.Namespace) -> int:
     if args.predictor not in PREDICTORS:
         raise OFAError(f"unknown predictor {args.predictor!r}; allowed: {list(PREDICTORS)}")
     for name in ("table_size", "generations", "population", "calib_batches", "batch_size", "rerank"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise OFAError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     budgets = [parse_budget(b) for b in args.budget]
     if args.devices:
         budgets += load_devices(args.devices)
     cfg = SearchConfig(run_dir=Path(args.run), budgets=budgets, storage=storage, table_size=args.table_size,
                        seed=args.seed, predictor=args.predictor, metric=args.target,
-                       compare_predictors=args.compare_predictors, mode=args.mode, generations=args.generations,
+                       compare_predictors=args.compare_predictors, mode=args.mode, effort=args.effort,
+                       generations=args.generations,
                        population=args.population, mutation_prob=args.mutation_prob,
                        crossover_prob=args.crossover_prob, nested=args.nested, rerank=args.rerank,
                        luts=parse_luts(args.lut),

@@ -29,6 +29,7 @@ from .nsga import NSGA2
 MODES = ("constrained", "pareto")
 
 
+
 @dataclass
 class Evaluated:
     arch: Arch
@@ -59,7 +60,7 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
            violations: Callable[[Arch], Sequence[float]] | None = None,
            cost: Callable[[Arch], float] | None = None, seeds: Sequence[Arch] = (), seed: int = 0,
            mutation_prob: float | None = None, crossover_prob: float = 0.9, swapping_prob: float = 0.5,
-           sampler: optuna.samplers.BaseSampler | None = None,
+           sampler: optuna.samplers.BaseSampler | None = None, stage_crossover: float = 0.0,
            log: Callable[[str], None] | None = None, label: str = "") -> EvolutionResult:
     """Run NSGA-II for ``generations`` x ``population`` trials.
 
@@ -67,7 +68,8 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
     archs not seen before. ``violations(arch)`` gives constraint values (<= 0 is feasible) in constrained mode;
     ``cost(arch)`` is the second objective in pareto mode. By default a generation is bred as one array
     (:mod:`search.nsga`); with an Optuna ``sampler`` every candidate is an Optuna trial instead (any sampler,
-    about 3 ms of bookkeeping per trial).
+    about 3 ms of bookkeeping per trial). ``stage_crossover`` is the share of crossovers that swap whole stages
+    (a stage's depth, width and block genes together) rather than single genes.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -97,8 +99,9 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
                 f"{len(result.evaluated)} distinct archs scored")
 
     if sampler is None:
+        groups = [0 if g.stage is None else g.stage + 1 for g in genes.genes] if stage_crossover > 0 else None
         engine = NSGA2([len(g.choices) for g in genes.genes], population, seed, mutation_prob, crossover_prob,
-                       swapping_prob)
+                       swapping_prob, groups, float(stage_crossover))
         _evolve_arrays(genes, engine, evaluate, report, result.evaluated, generations, mode, seeds)
     else:
         _evolve_optuna(genes, sampler, evaluate, report, generations, population, mode, seeds)
@@ -135,13 +138,7 @@ def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, scored, ge
     decoded: dict[bytes, Arch] = {}
 
     def archs_of(matrix: np.ndarray) -> list[Arch]:
-        out = []
-        for row in matrix:
-            key = row.tobytes()
-            if key not in decoded:
-                decoded[key] = genes.arch_from_genes({g.name: g.choices[i] for g, i in zip(genes.genes, row)})
-            out.append(decoded[key])
-        return out
+        return _decode(genes, matrix, decoded)
 
     records = evaluate(archs_of(pop))
     best = -np.inf
@@ -150,11 +147,11 @@ def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, scored, ge
             ranks, crowd = engine.rank(*_objectives(records, mode))
             children = engine.offspring(pop, ranks, crowd)
             for _ in range(5):  # a child that repeats a scored arch (or a sibling) learns nothing: move it
-                repeats, seen = [], set(scored)
+                repeats, siblings = [], set()
                 for i, a in enumerate(archs_of(children)):
-                    if a.key() in seen:
+                    if a.key() in scored or a.key() in siblings:
                         repeats.append(i)
-                    seen.add(a.key())
+                    siblings.add(a.key())
                 if not repeats:
                     break
                 children[repeats] = engine.perturb(children[repeats])
@@ -168,6 +165,17 @@ def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, scored, ge
             new_records = records
         best = max([best] + [e.score for e in new_records if e.feasible])
         report(generation, best)
+
+
+def _decode(genes: GeneSpace, matrix: np.ndarray, decoded: dict[bytes, Arch]) -> list[Arch]:
+    """The arch of every row of choice indices (``decoded`` caches them by row)."""
+    out = []
+    for row in matrix:
+        key = row.tobytes()
+        if key not in decoded:
+            decoded[key] = genes.arch_from_indices(row.tolist())
+        out.append(decoded[key])
+    return out
 
 
 def _evolve_optuna(genes: GeneSpace, sampler: optuna.samplers.BaseSampler, evaluate, report, generations: int,
@@ -199,6 +207,31 @@ def _evolve_optuna(genes: GeneSpace, sampler: optuna.samplers.BaseSampler, evalu
                 if e.feasible:
                     best = max(best, e.score)
             report(generation, best)
+
+
+class SharedScores:
+    """A deterministic predictor behind a cache shared by every budget of one search: a sweep over many budgets
+    scores each distinct arch once (``calls`` counts the archs actually sent to the predictor)."""
+
+    def __init__(self, score: Callable[[list[Arch]], np.ndarray]) -> None:
+        self.score = score
+        self.cache: dict[str, float] = {}
+        self.calls = 0
+
+    def __call__(self, archs: list[Arch]) -> np.ndarray:
+        new = list({a.key(): a for a in archs if a.key() not in self.cache}.values())
+        if new:
+            self.calls += len(new)
+            for a, v in zip(new, np.asarray(self.score(new), dtype=np.float64)):
+                self.cache[a.key()] = float(v)
+        return np.array([self.cache[a.key()] for a in archs])
+
+
+def warm_seeds(scored: Sequence[Evaluated], fits: Callable[[Arch], bool], k: int) -> list[Arch]:
+    """The ``k`` best-scored archs that earlier budgets' searches found and that fit this budget: a sweep over
+    nested budgets starts each search where the neighbouring budgets' searches ended."""
+    best = sorted(scored, key=lambda e: (-e.score, e.arch.key()))
+    return [e.arch for e in best if fits(e.arch)][:k]
 
 
 def pareto_front(points: Sequence[tuple[float, float, object]]) -> list[tuple[float, float, object]]:

@@ -66,11 +66,18 @@ class GeneSpace:
 
         Gene values are the space's own choices, so the arch is built directly (the search decodes thousands of
         candidates; validating each through ``arch_from_dict`` cost more than breeding them)."""
-        n = self.space.num_stages
-        depths = tuple(int(genes[f"depth{s}"]) for s in range(n))
         for g in self.genes:
             if genes[g.name] not in g.choices:
                 raise ArchError(f"{g.name}={genes[g.name]!r} is not allowed; allowed: {list(g.choices)}")
+        return self._build(genes)
+
+    def arch_from_indices(self, row: Sequence[int]) -> Arch:
+        """The canonical arch of one row of choice indices (one per gene, in order; as the search breeds them)."""
+        return self._build({g.name: g.choices[i] for g, i in zip(self.genes, row)})
+
+    def _build(self, genes: Mapping) -> Arch:
+        n = self.space.num_stages
+        depths = tuple(int(genes[f"depth{s}"]) for s in range(n))
         kernels = None
         if self.space.kernels is not None:
             kernels = tuple(tuple(genes[f"kernel{s}.{b}"] for b in range(depths[s])) for s in range(n))
@@ -101,10 +108,13 @@ class GeneSpace:
     def encode(self, archs: Sequence[Arch]) -> np.ndarray:
         """One row per arch: one-hot per gene, inactive blocks all zero. float32 (N, width)."""
         x = np.zeros((len(archs), self.width), dtype=np.float32)
+        rows, cols = [], []
         for i, arch in enumerate(archs):
             for name, value in self._active_values(arch):
                 slot = self._slots[name].get(value)  # exact choices; a float that only nears one goes the slow way
-                x[i, self.offsets[name] + (slot if slot is not None else _index(value, self._by_name[name]))] = 1.0
+                rows.append(i)
+                cols.append(self.offsets[name] + (slot if slot is not None else _index(value, self._by_name[name])))
+        x[rows, cols] = 1.0
         return x
 
     def decode(self, row: np.ndarray) -> Arch:

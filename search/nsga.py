@@ -21,6 +21,11 @@ def nondominated_ranks(objectives: np.ndarray, violation: np.ndarray) -> np.ndar
     ranks = np.empty(n, dtype=np.int64)
     feasible = np.flatnonzero(violation <= 0)
     obj = objectives[feasible]
+    if objectives.shape[1] == 1:  # one objective: the fronts are the distinct values, in order
+        _, front_of = np.unique(obj[:, 0], return_inverse=True)
+        ranks[feasible] = front_of.reshape(-1)
+        rank = int(front_of.max()) + 1 if front_of.size else 0
+        return _rank_infeasible(ranks, violation, rank)
     # dominates[i, j]: i is no worse in every objective and better in one
     no_worse = (obj[:, None, :] <= obj[None, :, :]).all(-1)
     better = (obj[:, None, :] < obj[None, :, :]).any(-1)
@@ -33,16 +38,28 @@ def nondominated_ranks(objectives: np.ndarray, violation: np.ndarray) -> np.ndar
         remaining[front] = -1
         remaining -= dominates[front].sum(0)
         front, rank = np.flatnonzero(remaining == 0), rank + 1
+    return _rank_infeasible(ranks, violation, rank)
+
+
+def _rank_infeasible(ranks: np.ndarray, violation: np.ndarray, first: int) -> np.ndarray:
+    """Infeasible rows come after every feasible front (from rank ``first``), ordered by total violation."""
     infeasible = np.flatnonzero(violation > 0)
-    if infeasible.size:  # after every feasible front, ordered by their total violation
+    if infeasible.size:
         _, order = np.unique(violation[infeasible], return_inverse=True)
-        ranks[infeasible] = rank + order
+        ranks[infeasible] = first + order.reshape(-1)
     return ranks
 
 
 def crowding(objectives: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     """Crowding distance of every row within its front (boundary rows: infinite)."""
     out = np.zeros(len(objectives))
+    if objectives.shape[1] == 1:  # a front is one value: its first and last rows (index order) are the boundary
+        order = np.lexsort((np.arange(len(ranks)), ranks))
+        r = ranks[order]
+        edge = np.ones(len(r), dtype=bool)
+        edge[1:-1] = (r[1:-1] != r[:-2]) | (r[1:-1] != r[2:])
+        out[order[edge]] = np.inf
+        return out
     for r in np.unique(ranks):
         members = np.flatnonzero(ranks == r)
         if members.size <= 2:
@@ -62,8 +79,12 @@ class NSGA2:
     """Offspring and survivors of one generation; ``sizes[g]`` is the number of choices of gene ``g``."""
 
     def __init__(self, sizes: Sequence[int], population: int, seed: int = 0, mutation_prob: float | None = None,
-                 crossover_prob: float = 0.9, swapping_prob: float = 0.5) -> None:
+                 crossover_prob: float = 0.9, swapping_prob: float = 0.5,
+                 groups: Sequence[int] | None = None, group_share: float = 1.0) -> None:
         self.sizes = np.asarray(sizes, dtype=np.int64)
+        # crossover swaps whole groups of genes (e.g. a stage's depth, width and blocks) when given
+        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
+        self.group_share = group_share
         self.population = population
         self.rng = np.random.default_rng(seed)
         self.mutation_prob = 1.0 / max(1, len(sizes)) if mutation_prob is None else mutation_prob
@@ -81,7 +102,11 @@ class NSGA2:
         n, genes = self.population, len(self.sizes)
         first = parents[self._tournament(ranks, crowd, n)]
         second = parents[self._tournament(ranks, crowd, n)]
-        swap = (self.rng.random((n, genes)) < self.swapping_prob) & (self.rng.random((n, 1)) < self.crossover_prob)
+        swap = self.rng.random((n, genes)) < self.swapping_prob
+        if self.groups is not None:
+            by_group = (self.rng.random((n, int(self.groups.max()) + 1)) < self.swapping_prob)[:, self.groups]
+            swap = np.where(self.rng.random((n, 1)) < self.group_share, by_group, swap)
+        swap &= self.rng.random((n, 1)) < self.crossover_prob
         children = np.where(swap, second, first)
         mutate = self.rng.random((n, genes)) < self.mutation_prob
         return np.where(mutate, self.random(n), children)

@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +20,12 @@ from ofa import Arch, OFAError
 from ofa.io import atomic_write
 
 from .budgets import Budget, CostModel, load_latency_tables
-from .evolution import EvolutionResult, evolve, pareto_front
+from .effort import EFFORTS, SWEEP_MIN_BUDGETS, Effort
+from .evolution import Evaluated, EvolutionResult, SharedScores, evolve, pareto_front, warm_seeds
 from .genes import GeneSpace, is_contained
 from .predictor import PREDICTORS, Predictor, fit_predictor
-from .table import default_storage, measure_arch, measure_table, read_table, write_table_csv
+from .record import record_device, record_front
+from .table import default_storage, measure_arch, measure_table, open_storage, read_table, write_table_csv
 
 
 @dataclass
@@ -37,8 +39,9 @@ class SearchConfig:
     metric: str = "top1"  # predictor target: validation top1 or loss
     compare_predictors: bool = False  # also fit the other families and record their held-out scores
     mode: str = "constrained"
-    generations: int = 60   # 6,000 candidates per budget: about 1 s (benchmarks/search_vs_ofa.py)
-    population: int = 100
+    effort: str = "default"  # a key of search.evolution.EFFORTS: population x generations per budget
+    generations: int | None = None  # overrides the effort's
+    population: int | None = None  # overrides the effort's
     mutation_prob: float | None = None
     crossover_prob: float = 0.9
     nested: bool = False
@@ -57,6 +60,15 @@ class SearchConfig:
     predictor_epochs: int = 300
 
 
+    def search_size(self) -> Effort:
+        """The effort's population and generations, with explicit ``population``/``generations`` on top."""
+        if self.effort not in EFFORTS:
+            raise OFAError(f"unknown search effort {self.effort!r}; allowed: {list(EFFORTS)}")
+        base = EFFORTS[self.effort]
+        return replace(base, population=self.population or base.population,
+                       generations=self.generations or base.generations)
+
+
 @dataclass
 class Choice:
     budget: Budget
@@ -67,6 +79,7 @@ class Choice:
     independent_predicted: float | None = None
     independent_measured: ofa.Metrics | None = None
     seconds: float = 0.0
+    candidates: list[tuple[Evaluated, ofa.Metrics | None]] = field(default_factory=list)  # re-ranked on val
 
 
 @dataclass
@@ -96,6 +109,7 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     names = [b.name for b in cfg.budgets]
     if len(set(names)) != len(names):
         raise OFAError(f"device names must be unique, got {names}")
+    cfg.search_size()  # an unknown effort fails before any work
     costs = CostModel(net, load_latency_tables(cfg.budgets, run, cfg.luts))
     costs.check_feasible(cfg.budgets)  # before any expensive work
     if data is None:
@@ -118,36 +132,50 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     genes = GeneSpace(net.space)
     predictor = _fit(cfg, genes, archs, rows, out)
 
-    def score(batch: list[Arch]) -> np.ndarray:
-        return np.array([predictor.better(v) for v in predictor.predict(batch)])
+    # one cache for every budget: a sweep over many budgets scores each distinct arch once
+    score = SharedScores(lambda batch: np.array([predictor.better(v) for v in predictor.predict(batch)]))
 
     best_measured = sorted(zip(archs, rows), key=lambda ar: -predictor.better(ar[1][cfg.metric]))
     log_rows: list[dict] = []
     choices: list[Choice] = []
     pool: dict[str, tuple[Arch, float]] = {}  # every arch any search scored (for the front)
     pareto_runs: dict[tuple[str, str | None], EvolutionResult] = {}
+    found: list[Evaluated] = []  # each budget's best candidates: where the next budget's search starts
+    sweeps = _sweep_keys(cfg)  # costs with so many budgets that one Pareto search first pays off
     for b in cfg.budgets:
         t0 = time.perf_counter()
-        seeds = [net.space.largest(), net.space.smallest()] + [a for a, _ in best_measured if costs.fits(a, b)][:10]
-        if cfg.mode == "pareto":
-            kind = b.primary()
-            key = (kind, b.latency_device if kind == "latency_ms" else None)
+
+        def fits(a: Arch, b: Budget = b) -> bool:
+            return costs.fits(a, b)
+
+        seeds = [net.space.largest(), net.space.smallest()] + [a for a, _ in best_measured if fits(a)][:10]
+        key = _cost_key(b)
+        size = cfg.search_size()
+        if cfg.mode == "pareto" or key in sweeps:
+            front_size, size = (size, size) if cfg.mode == "pareto" else size.sweep()
             if key not in pareto_runs:
-                pareto_runs[key] = _evolve(cfg, genes, score, log_rows, f"pareto-{kind}", seeds, mode="pareto",
-                                           cost=lambda a, k=kind, d=b.latency_device: costs.cost(a, k, d))
+                label = f"{'pareto' if cfg.mode == 'pareto' else 'sweep'}-{key[0]}"
+                run_ = _evolve(cfg, genes, score, log_rows, label, seeds, mode="pareto", size=front_size,
+                               cost=lambda a, k=key[0], d=key[1]: costs.cost(a, k, d))
+                pareto_runs[key] = run_
+                found = run_.top(len(run_.evaluated)) + found  # by score: the sweep's budgets start from here
+        if cfg.mode == "pareto":
             res = pareto_runs[key]
-            top = res.top(cfg.rerank, lambda a, b=b: costs.fits(a, b))
+            top = res.top(cfg.rerank, fits)
             _log_best_per_generation(res, b, costs, log_rows)
         else:
-            res = _evolve(cfg, genes, score, log_rows, b.name, seeds,
+            seeds += warm_seeds(found, fits, size.population // 4)
+            res = _evolve(cfg, genes, score, log_rows, b.name, seeds, size=size,
                           violations=lambda a, b=b: costs.violations(a, b))
             top = res.top(cfg.rerank)
         if not top:
             raise OFAError(f"device {b.name!r}: the search found no subnet within {b.describe()}; "
                            "raise --generations or the budget")
-        best = _rerank(cfg, net, data, top, predictor)
+        found += res.top(size.population // 4, fits)
+        best, candidates = _rerank(cfg, net, data, top, predictor)
         pool.update({k: (e.arch, e.score) for k, e in res.evaluated.items()})
-        choices.append(Choice(b, best.arch, predictor.better(best.score), seconds=time.perf_counter() - t0))
+        choices.append(Choice(b, best.arch, predictor.better(best.score), seconds=time.perf_counter() - t0,
+                              candidates=candidates))
         _say(cfg, f"{b.name}: predicted {cfg.metric} {choices[-1].predicted:.4f} at "
                   f"{_cost_text(costs, best.arch, b)} ({choices[-1].seconds:.1f}s)")
 
@@ -163,18 +191,22 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
             elif c.independent is not None:
                 c.independent_measured = c.measured
     front = _fronts(cfg, pool, costs, predictor)
+    _record(cfg, storage, genes, costs, choices, front, predictor)
     _write_outputs(cfg, out, net, costs, choices, predictor, rows, front, log_rows)
     return SearchOutcome(choices, predictor, rows, out)
 
 
-def _rerank(cfg: SearchConfig, net, data, top, predictor):
+def _rerank(cfg: SearchConfig, net, data, top: list[Evaluated], predictor
+            ) -> tuple[Evaluated, list[tuple[Evaluated, ofa.Metrics | None]]]:
     """Of the best predicted candidates, keep the one that measures best on validation (the predictor ranks
-    well but is noisy between near-equal archs; a few real measurements settle it). rerank=1: trust it."""
+    well but is noisy between near-equal archs; a few real measurements settle it). rerank=1: trust it.
+    Returns the kept one and every candidate with its validation metrics (None when not measured)."""
     if len(top) <= 1 or cfg.rerank <= 1:
-        return top[0]
-    measured = [(measure_arch(net, data, e.arch, cfg.calib_batches, cfg.batch_size, "val", cfg.val_limit), e)
+        return top[0], [(e, None) for e in top]
+    measured = [(e, measure_arch(net, data, e.arch, cfg.calib_batches, cfg.batch_size, "val", cfg.val_limit))
                 for e in top]
-    return max(measured, key=lambda me: (predictor.better(getattr(me[0], cfg.metric)), me[1].score))[1]
+    best = max(measured, key=lambda em: (predictor.better(getattr(em[1], cfg.metric)), em[0].score))[0]
+    return best, measured
 
 
 def _fit(cfg: SearchConfig, genes: GeneSpace, archs, rows, out: Path) -> Predictor:
@@ -199,12 +231,28 @@ def _fit(cfg: SearchConfig, genes: GeneSpace, archs, rows, out: Path) -> Predict
     return predictor
 
 
-def _evolve(cfg, genes, score, log_rows, label, seeds, **kw) -> EvolutionResult:
-    res = evolve(genes, score, generations=cfg.generations, population=cfg.population, seeds=seeds,
+def _cost_key(b: Budget) -> tuple[str, str | None]:
+    """What a budget's primary limit bounds: ("macs", None), ("params", None) or ("latency_ms", DEVICE)."""
+    kind = b.primary()
+    return kind, b.latency_device if kind == "latency_ms" else None
+
+
+def _sweep_keys(cfg: SearchConfig) -> set[tuple[str, str | None]]:
+    """The costs that at least SWEEP_MIN_BUDGETS constrained budgets bound (searched as a sweep)."""
+    if cfg.mode != "constrained":
+        return set()
+    keys = [_cost_key(b) for b in cfg.budgets]
+    return {k for k in keys if keys.count(k) >= SWEEP_MIN_BUDGETS}
+
+
+def _evolve(cfg, genes, score, log_rows, label, seeds, size: Effort | None = None, **kw) -> EvolutionResult:
+    size = size or cfg.search_size()
+    res = evolve(genes, score, generations=size.generations, population=size.population, seeds=seeds,
                  seed=cfg.seed, mutation_prob=cfg.mutation_prob, crossover_prob=cfg.crossover_prob,
+                 stage_crossover=size.stage_crossover,
                  log=(lambda m: _say(cfg, "  " + m)), label=f"{label}: ", **kw)
     if kw.get("mode") != "pareto":
-        log_rows += [{"search": label, "generation": g + 1, "trials": (g + 1) * cfg.population,
+        log_rows += [{"search": label, "generation": g + 1, "trials": (g + 1) * size.population,
                       "best_predicted": v} for g, v in enumerate(res.history)]
     return res
 
@@ -236,11 +284,11 @@ def _nest(cfg, genes, score, costs, choices: list[Choice], predictor, log_rows, 
         res = _evolve(cfg, inner, score, log_rows, f"nested:{c.budget.name}", seeds,
                       violations=lambda a, b=c.budget: costs.violations(a, b))
         top = res.top(cfg.rerank)
-        best = _rerank(cfg, costs.net, data, top, predictor) if top else None
+        best, candidates = _rerank(cfg, costs.net, data, top, predictor) if top else (None, [])
         if best is None:
             raise OFAError(f"--nested: no subnet of {c.budget.name!r}'s budget ({c.budget.describe()}) fits inside "
                            f"the arch chosen for {choices[i + 1].budget.name!r}")
-        c.arch, c.predicted = best.arch, predictor.better(best.score)
+        c.arch, c.predicted, c.candidates = best.arch, predictor.better(best.score), candidates
 
 
 def _fronts(cfg, pool, costs: CostModel, predictor) -> list[dict]:
@@ -254,6 +302,37 @@ def _fronts(cfg, pool, costs: CostModel, predictor) -> list[dict]:
             rows.append({"cost_kind": kind if device is None else f"{kind}@{device}", "cost": cost, "macs": macs,
                          "params": params, "predicted": predictor.better(s), "key": a.key(), "arch": a.to_json()})
     return rows
+
+
+def _record(cfg: SearchConfig, storage: str, genes: GeneSpace, costs: CostModel, choices: list[Choice],
+            front: list[dict], predictor) -> None:
+    """The re-ranked candidates of every device and the Pareto fronts, as Optuna studies in the table's storage
+    (open them with optuna-dashboard next to the measurements)."""
+    store = open_storage(storage, None, None)
+    direction = "maximize" if cfg.metric == "top1" else "minimize"
+    for c in choices:
+        rows = []
+        for e, val in c.candidates:
+            rows.append(_candidate(cfg, costs, c.budget, e.arch, predictor.better(e.score), val,
+                                   chosen=e.arch == c.arch))
+        if not any(r["chosen"] for r in rows):  # --nested replaced the choice: record it too
+            rows.append(_candidate(cfg, costs, c.budget, c.arch, c.predicted, None, chosen=True))
+        if c.measured is not None:
+            next(r for r in rows if r["chosen"])["test_top1"] = c.measured.top1
+        record_device(store, c.budget.name, genes, rows, direction)
+    for kind in sorted({r["cost_kind"] for r in front}):
+        points = [dict(r, arch=genes.space.arch_from_json(r["arch"])) for r in front if r["cost_kind"] == kind]
+        record_front(store, kind, genes, points, direction)
+
+
+def _candidate(cfg: SearchConfig, costs: CostModel, budget: Budget, arch: Arch, predicted: float,
+               val: ofa.Metrics | None, chosen: bool) -> dict:
+    macs, params = costs.net.costs(arch)
+    row = {"arch": arch, "predicted": predicted, "violations": costs.violations(arch, budget), "chosen": chosen,
+           "macs": macs, "params": params}
+    if val is not None:
+        row[f"val_{cfg.metric}"] = getattr(val, cfg.metric)
+    return row
 
 
 def _cost_text(costs: CostModel, arch: Arch, b: Budget) -> str:
@@ -295,8 +374,9 @@ def _write_outputs(cfg, out: Path, net, costs: CostModel, choices: list[Choice],
     _write_csv(out / "pareto.csv", front, ["cost_kind", "cost", "macs", "params", "predicted", "key", "arch"])
     _write_csv(out / "search_log.csv", log_rows, ["search", "generation", "trials", "best_predicted"])
     report = {"predictor": {"family": predictor.family, "metric": predictor.metric, **predictor.held_out},
-              "table_size": len(rows), "mode": cfg.mode, "generations": cfg.generations,
-              "population": cfg.population, "devices": []}
+              "table_size": len(rows), "mode": cfg.mode, "effort": cfg.effort,
+              "generations": cfg.search_size().generations, "population": cfg.search_size().population,
+              "devices": []}
     for c in choices:
         entry = {"device": c.budget.name, "budget": c.budget.describe(), "seconds": c.seconds,
                  "predicted": c.predicted, "measured": _measured(c.measured)}

@@ -20,8 +20,7 @@ Definitions (documented in README):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...errors import OFAError
 from ...layers import make_divisible
@@ -35,8 +34,7 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-@dataclass(frozen=True)
-class StaticBlock:
+class StaticBlock(NamedTuple):  # a tuple: the search's cost model builds ~16 per candidate
     in_c: int
     mid: int
     out: int
@@ -78,6 +76,7 @@ class ResNetPlan:
         self.stem_tied = not self.projections[0]
         ratios = sorted(set(float(e) for e in expand_ratios))
         self.max_expand = ratios[-1]
+        self._mids: dict[tuple[int, float], int] = {}
         width_choices = tuple(self._dedupe(width_mults, c) for c in self.stage_channels)
         if self.stem_tied:
             width_choices = (self._dedupe(stem_mults, self.stage_channels[0]),) + width_choices[1:]
@@ -105,7 +104,12 @@ class ResNetPlan:
         return make_divisible(exact, self.divisor)
 
     def mid(self, s: int, expand: float) -> int:
-        return min(self.max_mid(s), make_divisible(expand * self.stage_channels[s], self.divisor))
+        key = (s, expand)
+        count = self._mids.get(key)
+        if count is None:  # the search's cost model asks this ~16 times per arch, for a handful of distinct keys
+            count = self._mids[key] = min(self.max_mid(s), make_divisible(expand * self.stage_channels[s],
+                                                                          self.divisor))
+        return count
 
     def _dedupe(self, mults: Sequence[float], maximum: int, cap: int | None = None) -> tuple[float, ...]:
         kept: dict[int, float] = {}
