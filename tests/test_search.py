@@ -206,3 +206,55 @@ def test_any_optuna_sampler_can_drive_the_search(net):
                  population=8, violations=lambda a: [net.costs(a)[0] / limit - 1],
                  seeds=[net.space.smallest()], sampler=optuna.samplers.TPESampler(seed=0))
     assert res.trials == 24 and net.costs(res.best().arch)[0] <= limit
+
+
+def test_single_objective_fronts_match_pairwise_domination():
+    from search.nsga import crowding, nondominated_ranks
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 6, 40).astype(float)  # ties: equal archs share a front
+    violation = np.where(rng.random(40) < 0.3, rng.integers(1, 4, 40) / 10, 0.0)
+    fast = nondominated_ranks(values[:, None], violation)
+    pairwise = nondominated_ranks(np.stack([values, np.zeros(40)], 1), violation)  # the general path
+    assert (fast == pairwise).all()
+    feasible = violation <= 0
+    assert fast[feasible].max() < fast[~feasible].min()  # every feasible front first
+    crowd = crowding(values[:, None], fast)
+    for r in np.unique(fast):  # the boundary of a front is kept (infinite), its inside is not
+        members = np.flatnonzero(fast == r)
+        assert np.isinf(crowd[members]).sum() == min(len(members), 2)
+
+
+def test_stage_crossover_swaps_whole_stages():
+    from search.nsga import NSGA2
+
+    groups = [0, 1, 1, 1, 2, 2, 2]
+    engine = NSGA2([3] * 7, population=200, seed=0, mutation_prob=0.0, crossover_prob=1.0, groups=groups)
+    parents = np.array([[0] * 7, [2] * 7])
+    children = engine.offspring(parents, np.array([0, 0]), np.array([np.inf, np.inf]))
+    for g in (1, 2):
+        columns = children[:, np.array(groups) == g]
+        assert (columns == columns[:, :1]).all()  # a stage comes from one parent
+    assert len({tuple(c) for c in children}) > 2  # and stages do mix
+
+
+def test_effort_levels_and_explicit_sizes(tmp_path, capsys):
+    from search.cli import add_arguments
+    from search.effort import EFFORTS
+    from search.run import SearchConfig
+
+    assert SearchConfig(run_dir=tmp_path).search_size() == EFFORTS["default"]
+    sizes = [EFFORTS[k].candidates for k in ("quick", "default", "thorough")]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+    size = SearchConfig(run_dir=tmp_path, effort="thorough", generations=7).search_size()
+    assert (size.population, size.generations) == (EFFORTS["thorough"].population, 7)
+    assert size.stage_crossover == EFFORTS["thorough"].stage_crossover
+    with pytest.raises(OFAError, match=r"unknown search effort 'hard'; allowed: \['quick', 'default', 'thorough'\]"):
+        SearchConfig(run_dir=tmp_path, effort="hard").search_size()
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([str(tmp_path), "--effort", "hard"])
+    assert exc.value.code == 2 and "invalid choice: 'hard'" in capsys.readouterr().err

@@ -164,3 +164,38 @@ def test_search_writes_the_contract_outputs(run, shared, capsys):
     assert json.loads((out / "predictor.json").read_text())["held_out"]["n"] >= 3
     assert "Kendall tau" in capsys.readouterr().out
     assert [c.budget.name for c in outcome.choices] == selected["order"]
+    import optuna
+
+    for name in selected["order"]:  # the re-ranked candidates, as trials beside the measurements
+        trials = optuna.load_study(study_name=f"search:{name}", storage=shared).get_trials(deepcopy=False)
+        chosen = [t for t in trials if t.user_attrs["chosen"]]
+        assert len(chosen) == 1 and chosen[0].user_attrs["arch"] == net.space.arch_from_dict(
+            selected["devices"][name]["arch"]).to_json()
+        assert chosen[0].user_attrs["test_top1"] == selected["devices"][name]["measured"]["top1"]
+        assert all(v <= 0 for v in chosen[0].constraints.values())
+    front = optuna.load_study(study_name="search-front:macs", storage=shared)
+    assert len(front.directions) == 2 and len(front.trials) >= 1
+
+
+def test_many_budgets_on_one_cost_run_as_a_sweep(run, shared):
+    import optuna
+
+    from search.budgets import parse_budget
+    from search.effort import SWEEP_MIN_BUDGETS
+    from search.run import SearchConfig, search
+
+    net = ofa.load(run / "supernet.safetensors")
+    low, high = net.costs(net.space.smallest())[0], net.costs(net.space.largest())[0]
+    limits = [low + (high - low) * (i + 1) / (SWEEP_MIN_BUDGETS + 1) for i in range(SWEEP_MIN_BUDGETS)]
+    budgets = [parse_budget(f"d{i}:macs={m / 1e6:.4f}M") for i, m in enumerate(limits)]
+    cfg = SearchConfig(run_dir=run, budgets=budgets, storage=shared, table_size=8, predictor="ridge",
+                       generations=6, population=12, rerank=1, measure_test=False, progress=False)
+    for _ in range(2):  # a second search replaces the recorded studies instead of adding to them
+        outcome = search(cfg)
+    assert len(outcome.choices) == SWEEP_MIN_BUDGETS
+    for c in outcome.choices:
+        assert net.costs(c.arch)[0] <= c.budget.macs
+    log = (run / "search" / "search_log.csv").read_text()
+    assert "d0,2," in log and "d0,3," not in log  # a third of the generations per budget, after the front
+    studies = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(shared)}
+    assert all(studies[f"search:d{i}"] == 1 for i in range(SWEEP_MIN_BUDGETS))
