@@ -40,7 +40,8 @@ from deploy.measure import num_threads  # noqa: E402
 from deploy.profile import ProfileSettings, profile  # noqa: E402
 from deploy.slimmable import SlimmableNet  # noqa: E402
 
-GOALS = {"deployed_over_plain_max": 1.0, "lut_mape_pct": 10.0, "switch_us": 50.0}
+GOALS = {"deployed_over_plain_max": 1.0, "lut_mape_pct": 10.0, "switch_us": 50.0, "slim_over_dense_max": 1.05,
+         "slim_memory_over_largest_dense_max": 2.0}
 
 
 def _once(model, x) -> float:
@@ -140,7 +141,25 @@ def bench_switch(net) -> dict:
     us = (time.perf_counter() - start) / 10_000 * 1e6
     growth = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    return {"switch_us": us, "memory_growth_bytes": growth, "switches": 10_000, "max_abs_diff_vs_dense": max_diff}
+    largest = sum(t.numel() * t.element_size() for t in dense[-1].state_dict().values())
+    return {"switch_us": us, "memory_growth_bytes": growth, "switches": 10_000, "max_abs_diff_vs_dense": max_diff,
+            "memory_over_largest_dense": slim.memory_bytes()["total"] / largest}
+
+
+def bench_slim_speed(net, pairs: int) -> list[dict]:
+    """Each width of a fast-mode SlimmableNet against its dense deployed network, interleaved, batch 1 and 32."""
+    chain = nested_chain(net.space)
+    dense = [net.extract(a).eval() for a in chain]
+    slim = SlimmableNet.from_dense(dense)
+    rows = []
+    for i, (arch, d) in enumerate(zip(chain, dense)):
+        slim.set_width(i)
+        deployed = prepare_for_inference(d)
+        for batch in (1, 32):
+            x = torch.randn(batch, net.in_chans, arch.resolution, arch.resolution)
+            rows.append({"width": i, "macs": net.costs(arch)[0], "batch": batch,
+                         **ab_ratio(slim, deployed, x, pairs if batch == 1 else max(5, pairs // 3))})
+    return rows
 
 
 def bench_divisor(name: str, n: int, repeats: int, seed: int = 0) -> dict:
@@ -195,12 +214,14 @@ def main() -> None:
         table = profile(net, device=platform.node(), settings=ProfileSettings(), progress=False)
         macs = bench_macs(net, archs, args.pairs)
         switch = bench_switch(net)
+        slim_speed = bench_slim_speed(net, args.pairs)
         divisor = bench_divisor(args.supernet, 8, args.pairs)
     acc = table.meta["accuracy"]
     result = {"supernet": args.supernet, "threads": threads, "host": platform.node(),
               "torch": torch.__version__, "note": "CPU timings on a shared machine; ratios are interleaved A/B",
               "folding": folding, "lut": {k: v for k, v in acc.items()}, "lut_units": len(table.units),
-              "lut_correction": table.correction, "macs_vs_latency": macs, "switch": switch, "divisor": divisor,
+              "lut_correction": table.correction, "macs_vs_latency": macs, "switch": switch, "slim_speed": slim_speed,
+              "divisor": divisor,
               "goals": GOALS}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
@@ -217,7 +238,14 @@ def main() -> None:
         print(f"  {r['macs_ratio']:.2f} -> {r['latency_ratio']:.2f}  ({r['ms']:.3f} ms)")
     print(f"\n(d) width switch: {switch['switch_us']:.2f} us (goal <= {GOALS['switch_us']}), "
           f"memory growth over 10,000 switches {switch['memory_growth_bytes']} bytes, "
-          f"max |slimmable - dense| over the widths {switch['max_abs_diff_vs_dense']:.2e}")
+          f"max |slimmable - dense| over the widths {switch['max_abs_diff_vs_dense']:.2e}, memory "
+          f"{switch['memory_over_largest_dense']:.2f}x the largest dense network (goal <= "
+          f"{GOALS['slim_memory_over_largest_dense_max']})")
+    print(f"\n(d2) slimmable (fast mode) / dense deployed, per width (median ratio [q1, q3]; goal <= "
+          f"{GOALS['slim_over_dense_max']})")
+    for r in slim_speed:
+        print(f"  width {r['width']} {r['macs'] / 1e6:6.2f}M MACs b{r['batch']:<2}  {r['a_ms']:8.3f} ms vs "
+              f"{r['b_ms']:8.3f} ms   {r['ratio_median']:.3f} [{r['ratio_q1']:.3f}, {r['ratio_q3']:.3f}]")
     print(f"\n(e) ms per million MACs: divisor 8 {divisor['divisor8']['ms_per_mmac_median']:.4f}, "
           f"divisor 1 {divisor['divisor1']['ms_per_mmac_median']:.4f} "
           f"({divisor['divisor1']['odd_channel_counts']} odd channel counts) -> unrounded is "

@@ -57,3 +57,19 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int =
     with num_threads(threads) as used:
         times = time_forward(model, x, repeats=repeats, warmup=warmup)
     return {**summarize(times), "batch": batch, "warmup": warmup, "repeats": repeats, "threads": used}
+
+
+@torch.inference_mode()
+def time_pair(a: nn.Module, b: nn.Module, x: torch.Tensor, repeats: int = 30,
+              warmup: int = 5) -> tuple[list[float], list[float]]:
+    """Wall times (ms) of ``a`` and ``b`` on ``x``, interleaved (the order alternating), so that both see the same
+    machine load: the fair way to compare two networks."""
+    for _ in range(warmup):
+        a(x), b(x)
+    times_a, times_b = [], []
+    for i in range(repeats):
+        for model, times in ((a, times_a), (b, times_b)) if i % 2 == 0 else ((b, times_b), (a, times_a)):
+            start = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    return times_a, times_b

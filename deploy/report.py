@@ -67,9 +67,13 @@ def write_report(run: str | Path, order: list[str] | None = None) -> Path:
     slim = run / "deploy" / "slimmable" / "report.json"
     if slim.is_file():
         s = json.loads(slim.read_text())
-        widths = ", ".join(f"{n} {ms:.3f} ms" for n, ms in zip(s["widths"], s["latency_ms_batch1"]))
-        lines += [f"Runtime-slimmable network: `deploy/slimmable/` (widths: {widths}; max difference from the "
-                  f"dense networks {max(s['max_abs_diff_vs_dense']):.1e}).", ""]
+        widths = ", ".join(f"{n} {t['batch1']['slimmable_ms']:.3f} ms ({t['batch1']['ratio']:.2f}x dense, "
+                           f"{t['batch32']['ratio']:.2f}x at batch 32)"
+                           for n, t in zip(s["widths"], s["timing"]["per_width"]))
+        memory = s["memory_bytes"]["total"] / s["largest_dense_bytes"]
+        lines += [f"Runtime-slimmable network: `deploy/slimmable/` ({s['mode']} mode; widths: {widths}, each timed "
+                  f"interleaved with its dense deployed network; memory {memory:.2f}x the largest dense network; "
+                  f"max difference from the dense networks {max(s['max_abs_diff_vs_dense']):.1e}).", ""]
     if (run / "search" / "pareto.png").is_file():
         lines += ["![Pareto front of the search](search/pareto.png)", ""]
     path = run / "report.md"

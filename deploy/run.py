@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from ofa.latency import LatencyTable
 
 from .export import export_onnx, export_program, require_export_packages, verify_onnx, verify_program
 from .fold import fold_bn, prepare_for_inference
-from .measure import measure_latency
+from .measure import measure_latency, num_threads, time_pair
 from .report import write_report
 from .slimmable import SlimmableNet, check_nested
 
@@ -187,23 +188,41 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
     return report
 
 
+def _slim_vs_dense(slim: SlimmableNet, dense, shape: tuple[int, ...], repeats: int, warmup: int) -> dict:
+    """Median latency of the slimmable network at its current width and of that width's dense deployed network,
+    timed interleaved at batch 1 and 32."""
+    out = {}
+    for batch in (1, 32):
+        slim_ms, dense_ms = time_pair(slim, dense, torch.randn(batch, *shape), repeats, warmup)
+        s, d = statistics.median(slim_ms), statistics.median(dense_ms)
+        out[f"batch{batch}"] = {"slimmable_ms": s, "dense_ms": d, "ratio": s / d}
+    return out
+
+
 def _deploy_slimmable(run: Path, names: list[str], statics: list, repeats: int, warmup: int,
                       threads: int | None) -> Path:
     try:
         slim = SlimmableNet.from_dense(statics, names)
     except OFAError as e:
         raise OFAError(f"--slimmable needs nested subnets (run `ofa search --nested`): {e}") from None
-    slim.measure_widths(repeats=repeats, warmup=warmup, threads=threads)
-    diffs = []
-    with torch.inference_mode():
+    diffs, timing = [], []
+    with num_threads(threads):
         for i, static in enumerate(statics):
             slim.set_width(i)
-            x = torch.randn(4, *static.description["data_config"]["input_size"])
-            diffs.append(float((slim(x) - static(x)).abs().max()))
+            shape = tuple(static.description["data_config"]["input_size"])
+            x = torch.randn(4, *shape)
+            with torch.inference_mode():
+                diffs.append(float((slim(x) - static(x)).abs().max()))
+            timing.append(_slim_vs_dense(slim, prepare_for_inference(static), shape, repeats, warmup))
+    slim.latency_ms = [t["batch1"]["slimmable_ms"] for t in timing]  # what the latency controller picks by
     tmp = Path(tempfile.mkdtemp(prefix=".slimmable.", dir=run / "deploy"))
     try:
         slim.save(tmp / "slimmable.safetensors")
         report = {"widths": names, "latency_ms_batch1": slim.latency_ms, "threads": threads or torch.get_num_threads(),
+                  "mode": slim.mode, "memory_bytes": slim.memory_bytes(),
+                  "largest_dense_bytes": sum(t.numel() * t.element_size() for t in statics[-1].state_dict().values()),
+                  "timing": {"statistic": "median", "how": "each width interleaved with its dense deployed network",
+                             "repeats": repeats, "warmup": warmup, "per_width": timing},
                   "max_abs_diff_vs_dense": diffs,
                   "macs": [s.description["macs"] for s in statics],
                   "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}}

@@ -3,10 +3,14 @@
 Given nested dense subnets (each contained in the next: a prefix of its channels and blocks), the network stores
 the largest one's weights once, plus every width's own BatchNorm statistics (a subnet's statistics are not a
 slice of a larger one's, so each width carries its calibrated ones). Its body is the family's own dense network
-built from width-switching layers (:mod:`deploy.slim_layers`), so any family's chain works. Every view of the
-weights each width needs is prepared once; ``set_width(i | name)`` only changes an index, so a switch copies
-and allocates nothing.
-At every width the outputs equal the corresponding extracted dense network's.
+built from width-switching layers (:mod:`deploy.slim_layers`), so any family's chain works.
+
+Two modes (``mode=``, also ``load(path, mode=...)``): ``"fast"`` (the default) derives, at the first forward, every
+width's weights in the deployed form (BatchNorm folded, contiguous, channels-last), so each width runs at its
+dense deployed network's speed and computes what that network computes; it costs memory for the derived copies
+(``memory_bytes()``). ``"lean"`` runs on views of the stored weights: no extra memory, slower. The file stores the
+largest weights once either way. ``set_width(i | name)`` only changes an index, so a switch copies and allocates
+nothing. At every width the outputs equal the corresponding extracted dense network's.
 
 ``LatencyController`` picks, per call, the widest width whose measured latency meets a target (a device under
 load or on battery can lower the target at run time).
@@ -34,10 +38,12 @@ from torch import nn
 from ofa.errors import OFAError, WeightsError
 from ofa.io import atomic_write, read_json
 from ofa.registry import static_class
+from ofa.static import conv_bn_pairs
 
-from .slim_layers import SLIM_LAYERS, SlimLayers, WidthSwitch
+from .slim_layers import SLIM_LAYERS, SlimLayers, WidthSwitch, derive_fast, drop_fast
 
 FORMAT = "ofa-slimmable/2"
+MODES = ("fast", "lean")
 _STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -80,10 +86,13 @@ class SlimmableNet(nn.Module):
     """Nested dense networks of one family sharing one set of weights; ``set_width(i | name)`` switches."""
 
     def __init__(self, descriptions: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None,
-                 latency_ms: Sequence[float] | None = None) -> None:
+                 latency_ms: Sequence[float] | None = None, mode: str = "fast") -> None:
         super().__init__()
         if not descriptions:
             raise OFAError("a SlimmableNet needs at least one width")
+        if mode not in MODES:
+            raise OFAError(f"unknown SlimmableNet mode {mode!r}; allowed: {list(MODES)}")
+        self.mode, self._derived = mode, False
         self.descriptions = [copy.deepcopy(dict(d)) for d in descriptions]
         self.names = list(names) if names is not None else [f"width{i}" for i in range(len(descriptions))]
         if len(self.names) != len(self.descriptions) or len(set(self.names)) != len(self.names):
@@ -130,11 +139,46 @@ class SlimmableNet(nn.Module):
         self.switch.index = self._resolve(width)
         return self.switch.index
 
+    # -- modes -----------------------------------------------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        """``"fast"`` (per-width deployed-form weights, derived at the next forward) or ``"lean"`` (views)."""
+        if mode not in MODES:
+            raise OFAError(f"unknown SlimmableNet mode {mode!r}; allowed: {list(MODES)}")
+        self.mode = mode
+        self._stale()
+
+    def _stale(self) -> None:
+        """The stored weights changed (or moved): derived tensors are made again when next needed."""
+        drop_fast(self.body)
+        self._derived = False
+
+    def _apply(self, fn, *args, **kwargs):
+        self._stale()
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._stale()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes held: the stored tensors (largest weights once, per-width BN statistics) and, in fast mode once
+        derived, the per-width deployed-form copies."""
+        stored = sum(t.numel() * t.element_size() for t in self.state_dict().values())
+        derived, seen = 0, set()
+        for module in self.body.modules():
+            for entry in getattr(module, "fast", None) or ():
+                for t in entry if isinstance(entry, tuple) else ():
+                    if isinstance(t, torch.Tensor) and id(t) not in seen:
+                        seen.add(id(t))
+                        derived += t.numel() * t.element_size()
+        return {"stored": stored, "derived": derived, "total": stored + derived}
+
     # -- building ------------------------------------------------------------------------------------------------
     @classmethod
-    def from_dense(cls, nets: Sequence[nn.Module], names: Sequence[str] | None = None) -> SlimmableNet:
+    def from_dense(cls, nets: Sequence[nn.Module], names: Sequence[str] | None = None,
+                   mode: str = "fast") -> SlimmableNet:
         """From dense networks extracted from one supernet (smallest first), each with its calibrated BN."""
-        slim = cls([n.description for n in nets], names)
+        slim = cls([n.description for n in nets], names, mode=mode)
         largest = nets[-1].state_dict()
         with torch.no_grad():
             for key, target in slim.body.state_dict().items():
@@ -155,15 +199,17 @@ class SlimmableNet(nn.Module):
                         c = module.num_features
                         body[name].running_mean[i, :c] = module.running_mean
                         body[name].running_var[i, :c] = module.running_var
+        slim._stale()  # weights were written in place
         return slim.eval()
 
     @classmethod
     def from_supernet(cls, net: nn.Module, archs: Sequence, calib: Callable[[Any], Iterable] | None = None,
-                      names: Sequence[str] | None = None, num_batches: int | None = None) -> SlimmableNet:
+                      names: Sequence[str] | None = None, num_batches: int | None = None,
+                      mode: str = "fast") -> SlimmableNet:
         """Extract ``archs`` (smallest first, nested) from ``net``, each calibrated on ``calib(arch)`` batches."""
         dense = [net.extract(a, calib_batches=None if calib is None else calib(net.space.validate(a)),
                              num_batches=num_batches) for a in archs]
-        return cls.from_dense(dense, names)
+        return cls.from_dense(dense, names, mode)
 
     def extract(self, width: int | str) -> nn.Module:
         """The dense network of one width (with its own BN statistics), e.g. to export it."""
@@ -184,6 +230,9 @@ class SlimmableNet(nn.Module):
 
     # -- the forward pass ------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "fast" and not self._derived:
+            derive_fast(self.body, conv_bn_pairs(self.body))
+            self._derived = True
         i = self.switch.index
         resolution = self.descriptions[i]["spec"]["resolution"]
         if x.dim() != 4 or x.shape[-1] != resolution or x.shape[-2] != resolution:
@@ -225,7 +274,7 @@ class SlimmableNet(nn.Module):
         return weights_path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> SlimmableNet:
+    def load(cls, path: str | os.PathLike, mode: str = "fast") -> SlimmableNet:
         weights_path, json_path = _paths(path)
         for p in (weights_path, json_path):
             if not p.is_file():
@@ -242,7 +291,7 @@ class SlimmableNet(nn.Module):
                                "it may be truncated or corrupt") from None
         if metadata.get("description_sha256") != _digest(description):
             raise WeightsError(f"{weights_path} and {json_path} do not belong together")
-        slim = cls(description["widths"], description["names"], description.get("latency_ms"))
+        slim = cls(description["widths"], description["names"], description.get("latency_ms"), mode)
         expected = {k: v for k, v in slim.state_dict().items() if not k.endswith("num_batches_tracked")}
         if set(expected) != set(tensors) or any(tensors[k].shape != v.shape for k, v in expected.items()):
             raise WeightsError(f"{weights_path} does not match its description (tensor names or shapes differ)")

@@ -10,8 +10,10 @@ import torch
 from conftest import randomize_bn
 
 import ofa
-from deploy.slim_layers import SLIM_LAYERS
+from deploy.fold import prepare_for_inference
+from deploy.slim_layers import SLIM_LAYERS, SlimBatchNorm2d, SlimConv2d
 from deploy.slimmable import LatencyController, SlimmableNet
+from ofa import OFAError
 
 RESNET_CHAIN = [
     {"resolution": 16, "stem": 0.8, "depths": [1, 1, 1], "widths": [0.8, 0.65, 0.65], "expands": [[0.5], [0.35], [0.35]]},
@@ -45,16 +47,48 @@ def built(request):
     return SlimmableNet.from_dense(dense, ["small", "mid", "large"]), dense
 
 
-def test_equals_each_extracted_dense_subnet(built):
+@pytest.mark.parametrize("mode", ["fast", "lean"])
+def test_equals_each_extracted_dense_subnet(built, mode):
     slim, dense = built
+    slim.set_mode(mode)
     for i, d in enumerate(dense):
         assert slim.set_width(i) == i
         x = torch.randn(4, 1, d.resolution, d.resolution)
         with torch.no_grad():
             assert (slim(x) - d(x)).abs().max() <= 1e-5
+            assert (slim(x) - prepare_for_inference(d)(x)).abs().max() <= 1e-5
             assert (slim.extract(i)(x) - d(x)).abs().max() <= 1e-5
     slim.set_width("mid")
     assert slim.width == 1 and slim.resolution == dense[1].resolution
+    slim.set_mode("fast")
+
+
+def test_fast_mode_derives_deployed_form_weights_once(built):
+    slim, dense = built
+    slim.set_width("large")
+    x = torch.randn(2, 1, slim.resolution, slim.resolution)
+    with torch.inference_mode():
+        slim(x)
+    memory = slim.memory_bytes()
+    largest = sum(t.numel() * t.element_size() for t in dense[-1].state_dict().values())
+    # the derived copies hold each width's weights once: more than the largest alone, less than all at its size
+    assert largest < memory["derived"] < len(dense) * largest and memory["stored"] >= largest
+    convs = [m for m in slim.modules() if isinstance(m, SlimConv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for m in convs for w, _, _ in filter(None, m.fast))
+    bns = [m for m in slim.modules() if isinstance(m, SlimBatchNorm2d)]
+    assert all(folded or shape is None for m in bns for folded, shape in zip(m.fast, m.shapes))  # every BN used
+    slim.double()  # moved tensors: derived again, in the new dtype, outside inference mode too
+    with torch.no_grad():
+        assert (slim(x.double()) - dense[-1].double()(x.double())).abs().max() <= 1e-9
+    slim.float()
+    dense[-1].float()
+    slim.set_mode("lean")
+    with torch.no_grad():
+        slim(x)
+    assert slim.memory_bytes()["derived"] == 0
+    slim.set_mode("fast")
+    with pytest.raises(OFAError, match=r"unknown SlimmableNet mode 'turbo'; allowed: \['fast', 'lean'\]"):
+        slim.set_mode("turbo")
 
 
 def test_switching_is_constant_time_without_copies_or_memory_growth(built):
@@ -73,11 +107,11 @@ def test_switching_is_constant_time_without_copies_or_memory_growth(built):
     tracemalloc.stop()
     assert growth < 1024
     assert [p.data_ptr() for p in slim.parameters()] == pointers
-    views = [m._views for m in slim.modules() if isinstance(m, SLIM_LAYERS)]
+    prepared = [(id(m._views), id(m.fast)) for m in slim.modules() if isinstance(m, SLIM_LAYERS)]
     slim.set_width("large")
     with torch.no_grad():
         slim(x)
-    assert [m._views for m in slim.modules() if isinstance(m, SLIM_LAYERS)] == views  # never rebuilt
+    assert [(id(m._views), id(m.fast)) for m in slim.modules() if isinstance(m, SLIM_LAYERS)] == prepared
 
 
 def test_stores_largest_weights_once(built):
