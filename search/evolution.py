@@ -40,7 +40,7 @@ class Evaluated:
 
 @dataclass
 class EvolutionResult:
-    evaluated: dict[str, Evaluated]  # by arch.key(): every distinct arch the search scored
+    evaluated: dict[Arch, Evaluated]  # every distinct arch the search scored, in the order first scored
     history: list[float] = field(default_factory=list)  # best feasible score after each generation
     trials: int = 0
     seconds: float = 0.0
@@ -52,7 +52,7 @@ class EvolutionResult:
     def top(self, k: int, accept: Callable[[Arch], bool] | None = None) -> list[Evaluated]:
         """The ``k`` best-scored feasible distinct archs (``accept`` filters further), best first."""
         pool = [e for e in self.evaluated.values() if e.feasible and (accept is None or accept(e.arch))]
-        return sorted(pool, key=lambda e: (-e.score, e.arch.key()))[:k]
+        return sorted(pool, key=lambda e: -e.score)[:k]  # stable: ties stay in the order they were found
 
 
 def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, generations: int = 40,
@@ -80,7 +80,7 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
 
     def evaluate(archs: list[Arch]) -> list[Evaluated]:
         """Score the archs not seen before in one batch; every arch's record, in order."""
-        new = list({a.key(): a for a in archs if a.key() not in result.evaluated}.values())
+        new = list(dict.fromkeys(a for a in archs if a not in result.evaluated))
         if new:
             for a, v in zip(new, np.asarray(score(new), dtype=np.float64)):
                 e = Evaluated(a, float(v))
@@ -89,8 +89,8 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
                     e.feasible = all(c <= 0 for c in e.costs)
                 elif mode == "pareto":
                     e.costs = (float(cost(a)),)
-                result.evaluated[a.key()] = e
-        return [result.evaluated[a.key()] for a in archs]
+                result.evaluated[a] = e
+        return [result.evaluated[a] for a in archs]
 
     def report(generation: int, best: float) -> None:
         result.history.append(float(best))
@@ -102,7 +102,7 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
         groups = [0 if g.stage is None else g.stage + 1 for g in genes.genes] if stage_crossover > 0 else None
         engine = NSGA2([len(g.choices) for g in genes.genes], population, seed, mutation_prob, crossover_prob,
                        swapping_prob, groups, float(stage_crossover))
-        _evolve_arrays(genes, engine, evaluate, report, result.evaluated, generations, mode, seeds)
+        _evolve_arrays(genes, engine, evaluate, report, generations, mode, seeds)
     else:
         _evolve_optuna(genes, sampler, evaluate, report, generations, population, mode, seeds)
     result.trials = generations * population
@@ -121,7 +121,7 @@ def _objectives(records: list[Evaluated], mode: str) -> tuple[np.ndarray, np.nda
     return objectives, violation
 
 
-def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, scored, generations: int, mode: str,
+def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, generations: int, mode: str,
                    seeds: Sequence[Arch]) -> None:
     """NSGA-II on index matrices: one array operation per step of a generation, one score call per generation."""
     population = engine.population
@@ -133,8 +133,10 @@ def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, scored, ge
             continue
         rows.append([g.choices.index(values[g.name]) for g in genes.genes])
     rows = rows[:population]
-    pop = np.concatenate([np.asarray(rows, dtype=np.int64).reshape(-1, len(genes.genes)),
-                          engine.random(population - len(rows))])
+    # Rows are kept canonical (inactive genes at index 0), so equal archs are equal rows: repeats are found and
+    # archs decoded by row bytes, once per distinct arch.
+    pop = genes.canonical(np.concatenate([np.asarray(rows, dtype=np.int64).reshape(-1, len(genes.genes)),
+                                          engine.random(population - len(rows))]))
     decoded: dict[bytes, Arch] = {}
 
     def archs_of(matrix: np.ndarray) -> list[Arch]:
@@ -145,20 +147,21 @@ def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, scored, ge
     for generation in range(generations):
         if generation > 0:
             ranks, crowd = engine.rank(*_objectives(records, mode))
-            children = engine.offspring(pop, ranks, crowd)
+            children = genes.canonical(engine.offspring(pop, ranks, crowd))
             for _ in range(5):  # a child that repeats a scored arch (or a sibling) learns nothing: move it
                 repeats, siblings = [], set()
-                for i, a in enumerate(archs_of(children)):
-                    if a.key() in scored or a.key() in siblings:
+                for i, row in enumerate(children):
+                    key = row.tobytes()
+                    if key in decoded or key in siblings:
                         repeats.append(i)
-                    siblings.add(a.key())
+                    siblings.add(key)
                 if not repeats:
                     break
-                children[repeats] = engine.perturb(children[repeats])
+                children[repeats] = genes.canonical(engine.perturb(children[repeats]))
             child_records = evaluate(archs_of(children))
             merged = np.concatenate([pop, children])
             merged_records = records + child_records
-            keep = engine.survivors(*_objectives(merged_records, mode), [e.arch.key() for e in merged_records])
+            keep = engine.survivors(*_objectives(merged_records, mode), [row.tobytes() for row in merged])
             pop, records = merged[keep], [merged_records[i] for i in keep]
             new_records = child_records
         else:
@@ -215,22 +218,22 @@ class SharedScores:
 
     def __init__(self, score: Callable[[list[Arch]], np.ndarray]) -> None:
         self.score = score
-        self.cache: dict[str, float] = {}
+        self.cache: dict[Arch, float] = {}
         self.calls = 0
 
     def __call__(self, archs: list[Arch]) -> np.ndarray:
-        new = list({a.key(): a for a in archs if a.key() not in self.cache}.values())
+        new = list(dict.fromkeys(a for a in archs if a not in self.cache))
         if new:
             self.calls += len(new)
             for a, v in zip(new, np.asarray(self.score(new), dtype=np.float64)):
-                self.cache[a.key()] = float(v)
-        return np.array([self.cache[a.key()] for a in archs])
+                self.cache[a] = float(v)
+        return np.array([self.cache[a] for a in archs])
 
 
 def warm_seeds(scored: Sequence[Evaluated], fits: Callable[[Arch], bool], k: int) -> list[Arch]:
     """The ``k`` best-scored archs that earlier budgets' searches found and that fit this budget: a sweep over
     nested budgets starts each search where the neighbouring budgets' searches ended."""
-    best = sorted(scored, key=lambda e: (-e.score, e.arch.key()))
+    best = sorted(scored, key=lambda e: -e.score)
     return [e.arch for e in best if fits(e.arch)][:k]
 
 

@@ -42,6 +42,23 @@ class GeneSpace:
             self.offsets[g.name] = width
             width += len(g.choices)
         self.width = width
+        columns = {g.name: i for i, g in enumerate(self.genes)}
+        n, space = self.space.num_stages, self.space
+        self._columns = {
+            "resolution": columns["resolution"], "stem": columns.get("stem"),
+            "depth": [columns[f"depth{s}"] for s in range(n)], "width": [columns[f"width{s}"] for s in range(n)],
+            "expand": [[columns[f"expand{s}.{b}"] for b in range(space.max_depths[s])] for s in range(n)],
+            "kernel": None if space.kernels is None else
+            [[columns[f"kernel{s}.{b}"] for b in range(space.max_depths[s])] for s in range(n)]}
+        # for canonical(): each block gene's column, its stage's depth column and the block's index
+        blocks = [(i, g) for i, g in enumerate(self.genes) if g.block is not None]
+        self._block_cols = np.array([i for i, _ in blocks], dtype=np.int64)
+        self._block_depth_cols = np.array([columns[f"depth{g.stage}"] for _, g in blocks], dtype=np.int64)
+        self._block_index = np.array([g.block for _, g in blocks], dtype=np.int64)
+        self._depth_values = np.zeros((len(self.genes), max(len(g.choices) for g in self.genes)), dtype=np.int64)
+        for i, g in enumerate(self.genes):
+            if g.name.startswith("depth"):
+                self._depth_values[i, :len(g.choices)] = g.choices
 
     @staticmethod
     def _all_genes(space: SearchSpace) -> list[Gene]:
@@ -69,22 +86,31 @@ class GeneSpace:
         for g in self.genes:
             if genes[g.name] not in g.choices:
                 raise ArchError(f"{g.name}={genes[g.name]!r} is not allowed; allowed: {list(g.choices)}")
-        return self._build(genes)
+        return self._build([genes[g.name] for g in self.genes])
 
     def arch_from_indices(self, row: Sequence[int]) -> Arch:
         """The canonical arch of one row of choice indices (one per gene, in order; as the search breeds them)."""
-        return self._build({g.name: g.choices[i] for g, i in zip(self.genes, row)})
+        return self._build([g.choices[i] for g, i in zip(self.genes, row)])
 
-    def _build(self, genes: Mapping) -> Arch:
-        n = self.space.num_stages
-        depths = tuple(int(genes[f"depth{s}"]) for s in range(n))
+    def canonical(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of choice indices with every inactive block gene (beyond its stage's depth) set to index 0: two
+        rows are the same arch exactly when their canonical rows are equal."""
+        rows = rows.copy()
+        if self._block_cols.size:
+            depths = self._depth_values[self._block_depth_cols, rows[:, self._block_depth_cols]]
+            rows[:, self._block_cols] = np.where(depths > self._block_index, rows[:, self._block_cols], 0)
+        return rows
+
+    def _build(self, values: Sequence) -> Arch:
+        """The arch of one value per gene (in gene order), by precomputed columns (no per-gene name lookups)."""
+        c = self._columns
+        depths = tuple(int(values[i]) for i in c["depth"])
         kernels = None
-        if self.space.kernels is not None:
-            kernels = tuple(tuple(genes[f"kernel{s}.{b}"] for b in range(depths[s])) for s in range(n))
-        return Arch(resolution=genes["resolution"], depths=depths,
-                    widths=tuple(genes[f"width{s}"] for s in range(n)),
-                    expands=tuple(tuple(genes[f"expand{s}.{b}"] for b in range(depths[s])) for s in range(n)),
-                    stem=genes["stem"] if self.space.stem is not None else None, kernels=kernels)
+        if c["kernel"] is not None:
+            kernels = tuple(tuple(values[i] for i in cols[:d]) for cols, d in zip(c["kernel"], depths))
+        return Arch(resolution=values[c["resolution"]], depths=depths, widths=tuple(values[i] for i in c["width"]),
+                    expands=tuple(tuple(values[i] for i in cols[:d]) for cols, d in zip(c["expand"], depths)),
+                    stem=values[c["stem"]] if c["stem"] is not None else None, kernels=kernels)
 
     def genes_from_arch(self, arch: Arch) -> dict:
         """A full gene assignment for ``arch``; inactive block genes take their first allowed choice."""

@@ -10,7 +10,7 @@ infeasible ones the smaller total violation wins).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -122,13 +122,13 @@ class NSGA2:
         rows[np.arange(len(rows)), gene] = (rows[np.arange(len(rows)), gene] + step) % self.sizes[gene]
         return rows
 
-    def survivors(self, objectives: np.ndarray, violation: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+    def survivors(self, objectives: np.ndarray, violation: np.ndarray, keys: Sequence[Hashable]) -> np.ndarray:
         """Indices of the next population: the best fronts, then the least crowded of the last one; a repeated
         arch (same key) only after every distinct one, so the population keeps its diversity."""
         ranks = nondominated_ranks(objectives, violation)
         crowd = crowding(objectives, ranks)
         order = np.lexsort((-crowd, ranks))
-        seen: set[str] = set()
+        seen: set[Hashable] = set()
         first, repeats = [], []
         for i in order:
             (repeats if keys[i] in seen else first).append(i)

@@ -138,7 +138,7 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     best_measured = sorted(zip(archs, rows), key=lambda ar: -predictor.better(ar[1][cfg.metric]))
     log_rows: list[dict] = []
     choices: list[Choice] = []
-    pool: dict[str, tuple[Arch, float]] = {}  # every arch any search scored (for the front)
+    pool: dict[Arch, float] = {}  # every arch any search scored, with its score (for the front)
     pareto_runs: dict[tuple[str, str | None], EvolutionResult] = {}
     found: list[Evaluated] = []  # each budget's best candidates: where the next budget's search starts
     sweeps = _sweep_keys(cfg)  # costs with so many budgets that one Pareto search first pays off
@@ -173,7 +173,7 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
                            "raise --generations or the budget")
         found += res.top(size.population // 4, fits)
         best, candidates = _rerank(cfg, net, data, top, predictor)
-        pool.update({k: (e.arch, e.score) for k, e in res.evaluated.items()})
+        pool.update({a: e.score for a, e in res.evaluated.items()})
         choices.append(Choice(b, best.arch, predictor.better(best.score), seconds=time.perf_counter() - t0,
                               candidates=candidates))
         _say(cfg, f"{b.name}: predicted {cfg.metric} {choices[-1].predicted:.4f} at "
@@ -296,7 +296,7 @@ def _fronts(cfg, pool, costs: CostModel, predictor) -> list[dict]:
                    | {("macs", None)}, key=lambda k: (k[0], k[1] or ""))
     rows = []
     for kind, device in kinds:
-        points = [(costs.cost(a, kind, device), s, a) for a, s in pool.values()]
+        points = [(costs.cost(a, kind, device), s, a) for a, s in pool.items()]
         for cost, s, a in pareto_front(points):
             macs, params = costs.net.costs(a)
             rows.append({"cost_kind": kind if device is None else f"{kind}@{device}", "cost": cost, "macs": macs,

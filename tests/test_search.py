@@ -194,7 +194,7 @@ def test_latency_budget_uses_the_device_table(net, tmp_path):
                  seeds=[net.space.smallest(), net.space.largest()])
     best = res.best()
     assert costs.cost(best.arch, "latency_ms", "watch") <= limit
-    assert not costs.fits(net.space.largest(), budget) and not res.evaluated[net.space.largest().key()].feasible
+    assert not costs.fits(net.space.largest(), budget) and not res.evaluated[net.space.largest()].feasible
 
 
 def test_any_optuna_sampler_can_drive_the_search(net):
