@@ -35,10 +35,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 
 import ofa  # noqa: E402
-from deploy.fold import prepare_for_inference  # noqa: E402
-from deploy.measure import num_threads  # noqa: E402
 from deploy.profile import ProfileSettings, profile  # noqa: E402
 from deploy.slimmable import SlimmableNet  # noqa: E402
+from ofa.fold import prepare_for_inference  # noqa: E402
+from ofa.timing import num_threads  # noqa: E402
 
 GOALS = {"deployed_over_plain_max": 1.0, "lut_mape_pct": 10.0, "switch_us": 50.0, "slim_over_dense_max": 1.05,
          "slim_memory_over_largest_dense_max": 2.0}

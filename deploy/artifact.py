@@ -14,8 +14,7 @@ from torch import nn
 
 import ofa
 from ofa.errors import WeightsError
-
-from .fold import prepare_for_inference
+from ofa.fold import prepare_for_inference
 
 MODEL = "model"
 

@@ -1,8 +1,8 @@
 """``ofa profile``: make a latency table on the device it runs on, and measure how well it predicts.
 
 Every distinct unit the search space can produce (its family's: stem, blocks, head) is built as the deployed
-network runs it (plain layers, BatchNorm folded, channels-last weights) and timed at batch 1 (10th percentile of the
-runs: stable under background load). Then whole random subnets are extracted, folded
+network runs it (plain layers, BatchNorm folded, channels-last weights) and timed at batch 1 (the median of runs
+spread over several shuffled passes, so that a burst of load elsewhere touches few of any unit's runs). Then whole random subnets are extracted, folded
 and timed: a linear correction ``measured = scale * sum + offset`` is fitted on one set and the table's error
 (mean absolute percentage error) is reported on another, held-out set, for the plain sum and the corrected sum.
 The correction is kept only when it is more accurate on the held-out subnets; the table says which is used.
@@ -23,11 +23,10 @@ from torch import nn
 from tqdm import tqdm
 
 import ofa
+from ofa.fold import prepare_for_inference
 from ofa.latency import LatencyTable, distinct_units
 from ofa.registry import get_family
-
-from .fold import prepare_for_inference
-from .measure import num_threads, summarize, time_forward
+from ofa.timing import num_threads, summarize, time_forward
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,9 @@ class ProfileSettings:
     fit_subnets: int = 20    # whole subnets the correction is fitted on
     eval_subnets: int = 30   # held-out whole subnets the accuracy is reported on
     subnet_repeats: int = 24
-    # The 10th percentile of each timing: what a unit costs when the device is not busy elsewhere. Medians swing
-    # with background load (MAPE 5-20% between runs on a shared 2-core machine); this stays at 4-6%.
-    statistic: str = "p10_ms"
+    # The median: what a latency budget bounds and what deploy reports (one statistic end to end). A low percentile
+    # was steadier under background load, but it predicted a faster network than the one that gets deployed.
+    statistic: str = "median_ms"
 
     @classmethod
     def coarse(cls) -> ProfileSettings:

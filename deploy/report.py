@@ -42,7 +42,7 @@ def write_report(run: str | Path, order: list[str] | None = None) -> Path:
             reports[path.parent.name] = json.loads(path.read_text())
     names = [d for d in (order or []) if d in reports] + sorted(d for d in reports if d not in (order or []))
     lines = [f"# Deployment report: {run.name}", "",
-             "| device | budget | arch | MACs | params | latency b1 (ms) median (p10) | latency b32 (ms) | LUT predicted (ms) "
+             "| device | budget | arch | MACs | params | latency b1 (ms) median [p10, p90] | latency b32 (ms) | LUT predicted (ms) "
              "| predicted top-1 | measured top-1 [95% CI] | ONNX max diff |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     host = threads = None
@@ -55,15 +55,15 @@ def write_report(run: str | Path, order: list[str] | None = None) -> Path:
         m = r["top1"]["measured"]
         lines.append(
             f"| {name} | {_budget(r.get('budget'))} | `{_arch(r['arch'])}` | {r['macs'] / 1e6:.2f}M "
-            f"| {r['params'] / 1e6:.3f}M | {lat['batch1']['median_ms']:.3f} ({lat['batch1']['p10_ms']:.3f}) "
+            f"| {r['params'] / 1e6:.3f}M | {lat['batch1']['median_ms']:.3f} [{lat['batch1']['p10_ms']:.3f}, {lat['batch1']['p90_ms']:.3f}] "
             f"| {lat['batch32']['median_ms']:.2f} "
             f"| {_num(r.get('latency_predicted_ms'), '.3f')} | {pred} "
             f"| {m['top1']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] (n={m['n']}) "
             f"| {r['onnx_check']['max_abs_diff']:.1e} |")
     lines += ["", f"Latency: median over repeated forward passes of the deployed PyTorch network (BN folded, channels-last) on `{host}` with {threads} "
               "thread(s), after warm-up (settings in each `deploy/DEVICE/report.json`). Measured top-1 is on the "
-              "test split; predicted top-1 is the search's estimate. The latency table predicts the p10 latency (the device "
-              "not busy elsewhere).", ""]
+              "test split; predicted top-1 is the search's estimate. The latency table predicts the same median latency, at its "
+              "own thread count.", ""]
     slim = run / "deploy" / "slimmable" / "report.json"
     if slim.is_file():
         s = json.loads(slim.read_text())

@@ -25,12 +25,12 @@ from tqdm import tqdm
 
 import ofa
 from ofa.errors import OFAError
+from ofa.fold import fold_bn, prepare_for_inference
 from ofa.io import read_json
 from ofa.latency import LatencyTable
+from ofa.timing import measure_latency, num_threads, time_pair
 
 from .export import export_onnx, export_program, require_export_packages, verify_onnx, verify_program
-from .fold import fold_bn, prepare_for_inference
-from .measure import measure_latency, num_threads, time_pair
 from .report import write_report
 from .slimmable import SlimmableNet, check_nested
 

@@ -244,7 +244,7 @@ class SlimmableNet(nn.Module):
     def measure_widths(self, batch: int = 1, repeats: int = 20, warmup: int = 3,
                        threads: int | None = None) -> list[float]:
         """Measure every width's median latency (ms) on this machine; kept for the controller and saved."""
-        from .measure import measure_latency
+        from ofa.timing import measure_latency
 
         current, out = self.switch.index, []
         try:

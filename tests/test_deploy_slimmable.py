@@ -10,10 +10,10 @@ import torch
 from conftest import randomize_bn
 
 import ofa
-from deploy.fold import prepare_for_inference
 from deploy.slim_layers import SLIM_LAYERS, SlimBatchNorm2d, SlimConv2d
 from deploy.slimmable import LatencyController, SlimmableNet
 from ofa import OFAError
+from ofa.fold import prepare_for_inference
 
 RESNET_CHAIN = [
     {"resolution": 16, "stem": 0.8, "depths": [1, 1, 1], "widths": [0.8, 0.65, 0.65], "expands": [[0.5], [0.35], [0.35]]},

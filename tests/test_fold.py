@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import ofa
-from deploy.fold import count_batchnorms, fold_bn
+from ofa.fold import count_batchnorms, fold_bn
 from tests.conftest import randomize_bn
 
 

@@ -8,10 +8,10 @@ import json
 import pytest
 
 import ofa
-from deploy.fold import prepare_for_inference
-from deploy.measure import measure_latency
 from ofa.cli import main
+from ofa.fold import prepare_for_inference
 from ofa.latency import LatencyTable, distinct_units
+from ofa.timing import measure_latency
 
 
 @pytest.fixture(scope="module")

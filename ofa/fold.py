@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ofa.static import conv_bn_pairs
+from .static import conv_bn_pairs
 
 
 def _fold_pair(module: nn.Module, conv_name: str, bn_name: str) -> bool:
