@@ -155,8 +155,11 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
         program_check = verify_program(tmp / "model.pt2", static)
         shape = tuple(static.description["data_config"]["input_size"])
         deployed = prepare_for_inference(folded)  # what deploy.load returns
-        latency = {f"batch{b}": measure_latency(deployed, shape, batch=b, **timing) for b in (1, 32)}
         table, table_path = _latency_table(run, device, entry, latency_table)
+        if timing["threads"] is None and table is not None and table.meta.get("threads"):
+            timing = dict(timing, threads=int(table.meta["threads"]))  # what the table's budgets bound
+        latency = {f"batch{b}": measure_latency(deployed, shape, batch=b, **timing) for b in (1, 32)}
+        budget_ms = (entry.get("budget") or {}).get("latency_ms")
         measured = ofa.evaluate(deployed, data.eval_loader("test", arch.resolution, batch_size=256))
         report = {
             "device": device, "arch": arch.to_dict(), "budget": entry.get("budget"),
@@ -169,6 +172,9 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
                         "form": "deploy.load (BN folded, channels-last)",
                         "statistic": "median", **latency},
             "latency_predicted_ms": table.predict(net, arch) if table is not None else None,
+            "latency_budget_ms": budget_ms,
+            "within_latency_budget": None if budget_ms is None else latency["batch1"]["median_ms"] <= budget_ms,
+            "latency_verified_by_search": entry.get("latency_measured"),
             "latency_table": None if table is None else {
                 "device": table.device, "path": str(table_path), "correction": table.correction.get("kind"),
                 "mape_pct": table.meta.get("accuracy", {}).get("mape_pct")},

@@ -61,3 +61,32 @@ def record_front(storage, cost_kind: str, genes: GeneSpace, front: Sequence[dict
                                                "macs": point["macs"], "params": point["params"]}))
     study.add_trials(trials)
     return name
+
+
+def record_search(store, genes: GeneSpace, costs, choices: Sequence, front: Sequence[dict], predictor,
+                  metric: str) -> None:
+    """The re-ranked candidates of every device and the Pareto fronts, as Optuna studies in the table's storage
+    (open them with optuna-dashboard next to the measurements)."""
+    direction = "maximize" if metric == "top1" else "minimize"
+    for c in choices:
+        rows = []
+        for e, val in c.candidates:
+            rows.append(_candidate(metric, costs, c.budget, e.arch, predictor.better(e.score), val,
+                                   chosen=e.arch == c.arch))
+        if not any(r["chosen"] for r in rows):  # --nested replaced the choice: record it too
+            rows.append(_candidate(metric, costs, c.budget, c.arch, c.predicted, None, chosen=True))
+        if c.measured is not None:
+            next(r for r in rows if r["chosen"])["test_top1"] = c.measured.top1
+        record_device(store, c.budget.name, genes, rows, direction)
+    for kind in sorted({r["cost_kind"] for r in front}):
+        points = [dict(r, arch=genes.space.arch_from_json(r["arch"])) for r in front if r["cost_kind"] == kind]
+        record_front(store, kind, genes, points, direction)
+
+
+def _candidate(metric: str, costs, budget, arch: Arch, predicted: float, val, chosen: bool) -> dict:
+    macs, params = costs.net.costs(arch)
+    row = {"arch": arch, "predicted": predicted, "violations": costs.violations(arch, budget), "chosen": chosen,
+           "macs": macs, "params": params}
+    if val is not None:
+        row[f"val_{metric}"] = getattr(val, metric)
+    return row

@@ -24,8 +24,9 @@ from .effort import EFFORTS, SWEEP_MIN_BUDGETS, Effort
 from .evolution import Evaluated, EvolutionResult, SharedScores, evolve, pareto_front, warm_seeds
 from .genes import GeneSpace, is_contained
 from .predictor import PREDICTORS, Predictor, fit_predictor
-from .record import record_device, record_front
+from .record import record_search
 from .table import default_storage, measure_arch, measure_table, open_storage, read_table, write_table_csv
+from .verify import Timer, default_timer, verify_choices
 
 
 @dataclass
@@ -58,6 +59,8 @@ class SearchConfig:
     stale_after: float = 1800.0
     progress: bool = True
     predictor_epochs: int = 300
+    verify_latency: bool = True  # time latency-budgeted choices in deployed form (on the table's host)
+    latency_timer: Timer | None = None  # (model, input) -> times in ms; default: 5 warm-up, 40 timed runs
 
 
     def search_size(self) -> Effort:
@@ -80,6 +83,7 @@ class Choice:
     independent_measured: ofa.Metrics | None = None
     seconds: float = 0.0
     candidates: list[tuple[Evaluated, ofa.Metrics | None]] = field(default_factory=list)  # re-ranked on val
+    latency: dict | None = None  # a latency budget's check in deployed form (search.verify)
 
 
 @dataclass
@@ -182,6 +186,9 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     choices.sort(key=lambda c: (net.costs(c.arch)[0], c.budget.name))
     if cfg.nested:
         _nest(cfg, genes, score, costs, choices, predictor, log_rows, data)
+    if cfg.verify_latency:
+        verify_choices(choices, net, costs, predictor, cfg.metric, cfg.nested, cfg.latency_timer or default_timer(),
+                       lambda m: _say(cfg, m))
     if cfg.measure_test:
         for c in choices:
             c.measured = measure_arch(net, data, c.arch, cfg.calib_batches, cfg.batch_size, "test", cfg.test_limit)
@@ -191,7 +198,7 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
             elif c.independent is not None:
                 c.independent_measured = c.measured
     front = _fronts(cfg, pool, costs, predictor)
-    _record(cfg, storage, genes, costs, choices, front, predictor)
+    record_search(open_storage(storage, None, None), genes, costs, choices, front, predictor, cfg.metric)
     _write_outputs(cfg, out, net, costs, choices, predictor, rows, front, log_rows)
     return SearchOutcome(choices, predictor, rows, out)
 
@@ -304,37 +311,6 @@ def _fronts(cfg, pool, costs: CostModel, predictor) -> list[dict]:
     return rows
 
 
-def _record(cfg: SearchConfig, storage: str, genes: GeneSpace, costs: CostModel, choices: list[Choice],
-            front: list[dict], predictor) -> None:
-    """The re-ranked candidates of every device and the Pareto fronts, as Optuna studies in the table's storage
-    (open them with optuna-dashboard next to the measurements)."""
-    store = open_storage(storage, None, None)
-    direction = "maximize" if cfg.metric == "top1" else "minimize"
-    for c in choices:
-        rows = []
-        for e, val in c.candidates:
-            rows.append(_candidate(cfg, costs, c.budget, e.arch, predictor.better(e.score), val,
-                                   chosen=e.arch == c.arch))
-        if not any(r["chosen"] for r in rows):  # --nested replaced the choice: record it too
-            rows.append(_candidate(cfg, costs, c.budget, c.arch, c.predicted, None, chosen=True))
-        if c.measured is not None:
-            next(r for r in rows if r["chosen"])["test_top1"] = c.measured.top1
-        record_device(store, c.budget.name, genes, rows, direction)
-    for kind in sorted({r["cost_kind"] for r in front}):
-        points = [dict(r, arch=genes.space.arch_from_json(r["arch"])) for r in front if r["cost_kind"] == kind]
-        record_front(store, kind, genes, points, direction)
-
-
-def _candidate(cfg: SearchConfig, costs: CostModel, budget: Budget, arch: Arch, predicted: float,
-               val: ofa.Metrics | None, chosen: bool) -> dict:
-    macs, params = costs.net.costs(arch)
-    row = {"arch": arch, "predicted": predicted, "violations": costs.violations(arch, budget), "chosen": chosen,
-           "macs": macs, "params": params}
-    if val is not None:
-        row[f"val_{cfg.metric}"] = getattr(val, cfg.metric)
-    return row
-
-
 def _cost_text(costs: CostModel, arch: Arch, b: Budget) -> str:
     macs, params = costs.net.costs(arch)
     text = f"{macs / 1e6:.2f}M MACs {params / 1e6:.3f}M params"
@@ -367,7 +343,7 @@ def _write_outputs(cfg, out: Path, net, costs: CostModel, choices: list[Choice],
         devices[c.budget.name] = {"budget": c.budget.to_dict(), "arch": c.arch.to_dict(), "macs": macs,
                                   "params": params, "latency_ms": latency,
                                   "predicted": {"metric": cfg.metric, "value": c.predicted},
-                                  "measured": _measured(c.measured)}
+                                  "measured": _measured(c.measured), "latency_measured": c.latency}
     selected = {"supernet": "supernet.safetensors", "nested": bool(cfg.nested),
                 "order": [c.budget.name for c in choices], "devices": devices}
     atomic_write(out / "selected.json", lambda tmp: Path(tmp).write_text(json.dumps(selected, indent=2)))
@@ -379,7 +355,7 @@ def _write_outputs(cfg, out: Path, net, costs: CostModel, choices: list[Choice],
               "devices": []}
     for c in choices:
         entry = {"device": c.budget.name, "budget": c.budget.describe(), "seconds": c.seconds,
-                 "predicted": c.predicted, "measured": _measured(c.measured)}
+                 "predicted": c.predicted, "measured": _measured(c.measured), "latency": c.latency}
         if c.independent is not None:
             entry["independent"] = {"arch": c.independent.to_dict(), "predicted": c.independent_predicted,
                                     "measured": _measured(c.independent_measured)}
@@ -405,6 +381,14 @@ def _print_summary(cfg, choices: list[Choice], net) -> None:
         test = f"{m.top1:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}]" if m else "-"
         print(f"{c.budget.name:<16}{c.budget.describe():<28}{macs / 1e6:8.2f}M{params / 1e6:8.3f}M  "
               f"{c.predicted:15.3f}  {test}")
+        if c.latency is not None and c.latency.get("verified"):
+            lat = c.latency
+            print(f"{'':<16}latency: predicted {lat['predicted_ms']:.3f} ms, measured {lat['median_ms']:.3f} ms "
+                  f"[{lat['p10_ms']:.3f}, {lat['p90_ms']:.3f}] deployed ({lat['threads']} threads), budget "
+                  f"{lat['budget_ms']:g} ms" + (f"; {lat['fallbacks']} over-budget candidate(s) skipped"
+                                                if lat["fallbacks"] else ""))
+        elif c.latency is not None:
+            print(f"{'':<16}latency: not measured here ({c.latency['why']})")
         if c.independent is not None and c.independent != c.arch:
             im = c.independent_measured
             print(f"{'':<16}independent choice: predicted {c.independent_predicted:.3f}"

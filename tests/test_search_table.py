@@ -152,7 +152,9 @@ def test_search_writes_the_contract_outputs(run, shared, capsys):
 
     assert is_contained(chain[0], chain[1])
     for entry in selected["devices"].values():
-        assert set(entry) == {"budget", "arch", "macs", "params", "latency_ms", "predicted", "measured"}
+        assert set(entry) == {"budget", "arch", "macs", "params", "latency_ms", "predicted", "measured",
+                              "latency_measured"}
+        assert entry["latency_measured"] is None  # no latency budget here
         arch = net.space.arch_from_dict(entry["arch"])
         assert (entry["macs"], entry["params"]) == net.costs(arch)
         limit = entry["budget"]
@@ -199,3 +201,40 @@ def test_many_budgets_on_one_cost_run_as_a_sweep(run, shared):
     assert "d0,2," in log and "d0,3," not in log  # a third of the generations per budget, after the front
     studies = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(shared)}
     assert all(studies[f"search:d{i}"] == 1 for i in range(SWEEP_MIN_BUDGETS))
+
+
+def test_latency_choice_over_budget_in_deployed_form_takes_the_next_candidate(run, shared, tmp_path):
+    import platform
+
+    from ofa.latency import LatencyTable, distinct_units
+    from search.budgets import parse_budget
+    from search.run import SearchConfig, search
+
+    net = ofa.load(run / "supernet.safetensors")
+    # a table made on this host: every unit 0.01 ms, so a subnet's latency counts its units
+    table = LatencyTable("here", {k: 0.01 for k in distinct_units(net)}, meta={"host": platform.node(), "threads": 1})
+    lut = table.save(tmp_path / "here.json")
+    limit = (table.predict(net, net.space.smallest()) + table.predict(net, net.space.largest())) / 2
+    timed = []
+
+    def timer(model, x):  # no real timing: the first subnet timed runs 1.5x its prediction, the others as predicted
+        timed.append(model.description["macs"])
+        return [table.predict(model) * (1.5 if len(timed) == 1 else 1.0)] * 9
+
+    cfg = SearchConfig(run_dir=run, budgets=[parse_budget(f"here:latency_ms={limit}@here")], storage=shared,
+                       table_size=8, predictor="ridge", generations=6, population=12, rerank=3, calib_batches=1,
+                       batch_size=48, val_limit=48, measure_test=False, progress=False, luts={"here": str(lut)},
+                       latency_timer=timer)
+    choice = search(cfg).choices[0]
+    assert choice.latency["verified"] and choice.latency["fallbacks"] == 1 and len(timed) == 2
+    assert choice.latency["median_ms"] <= limit and net.costs(choice.arch)[0] == timed[1]
+    first = choice.latency["checks"][0]
+    assert not first["passed"] and first["median_ms"] > limit  # the re-ranked favourite, measured over budget
+    selected = json.loads((run / "search" / "selected.json").read_text())["devices"]["here"]
+    assert selected["latency_measured"]["median_ms"] == choice.latency["median_ms"]
+    assert net.space.arch_from_dict(selected["arch"]) == choice.arch
+
+    cfg.latency_timer = lambda model, x: [table.predict(model) * 2] * 9  # nothing fits: a clear error
+    with pytest.raises(ofa.OFAError, match=r"device 'here': none of the 3 best candidates runs within latency_ms="
+                                           r".*the fastest measured .* ms \(median"):
+        search(cfg)

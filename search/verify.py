@@ -1,0 +1,127 @@
+"""Latency budgets that hold: a latency-budgeted choice is timed in its deployed form before it is kept.
+
+The search lands on the edge of its budget by design, so any error of the latency table (or noise) would put the
+chosen subnet over it. When the search runs on the host the device's table was made on, every latency-budgeted
+choice is therefore extracted, BN-folded and made channels-last (what ``ofa deploy`` ships), timed at batch 1 at
+the table's thread count, and kept only if the 95% upper bound of its median latency is within the budget;
+otherwise the next candidate (in the re-ranked order) is timed, and so on. The median is the statistic tables
+predict and deploy reports.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ofa import Arch, OFAError
+from ofa.fold import prepare_for_inference
+from ofa.timing import num_threads, summarize, time_forward
+
+from .genes import is_contained
+
+# (deployed network, batch-1 input) -> wall times in ms; tests pass a fake one
+Timer = Callable[[nn.Module, torch.Tensor], list[float]]
+
+
+@dataclass
+class LatencyCheck:
+    arch: Arch
+    budget_ms: float
+    predicted_ms: float
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    median_upper_ms: float  # 95% upper confidence bound of the median
+    repeats: int
+    threads: int
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "arch"} | {"arch_key": self.arch.key()}
+
+
+def median_upper_bound(times: Sequence[float]) -> float:
+    """A distribution-free 95% upper confidence bound of the median: the order statistic of rank
+    n/2 + 1.96 sqrt(n)/2 (binomial normal approximation)."""
+    ordered = sorted(times)
+    n = len(ordered)
+    return ordered[min(n - 1, math.ceil(n / 2 + 1.96 * math.sqrt(n) / 2) - 1)]
+
+
+def default_timer(repeats: int = 40, warmup: int = 5) -> Timer:
+    return lambda model, x: time_forward(model, x, repeats=repeats, warmup=warmup)
+
+
+def check_latency(net, arch: Arch, budget_ms: float, predicted_ms: float, threads: int, timer: Timer) -> LatencyCheck:
+    """Time ``arch`` of ``net`` in its deployed form at batch 1 and compare it with ``budget_ms``."""
+    model = prepare_for_inference(net.extract(arch))
+    x = torch.randn(1, net.in_chans, arch.resolution, arch.resolution)
+    with num_threads(threads) as used, torch.inference_mode():
+        times = timer(model, x)
+    stats = summarize(times)
+    upper = median_upper_bound(times)
+    return LatencyCheck(arch, budget_ms, predicted_ms, stats["median_ms"], stats["p10_ms"], stats["p90_ms"], upper,
+                        len(times), used, upper <= budget_ms)
+
+
+def first_within_budget(net, candidates: Sequence[Arch], budget_ms: float, predict: Callable[[Arch], float],
+                        threads: int, timer: Timer) -> tuple[LatencyCheck | None, list[LatencyCheck]]:
+    """Time the candidates in order until one measures within the budget; (that one or None, every check)."""
+    checks = []
+    for arch in candidates:
+        checks.append(check_latency(net, arch, budget_ms, predict(arch), threads, timer))
+        if checks[-1].passed:
+            return checks[-1], checks
+    return None, checks
+
+
+def verify_choices(choices: Sequence, net, costs, predictor, metric: str, nested: bool, timer: Timer,
+                   say: Callable[[str], None]) -> None:
+    """Keep a latency-budgeted choice only if it measures within its budget in deployed form; otherwise take the
+    next re-ranked candidate that does (inside the next larger choice with --nested). Largest first, so that a
+    nested chain's parent is settled before its child."""
+    host = platform.node()
+    for i in range(len(choices) - 1, -1, -1):
+        c, b = choices[i], choices[i].budget
+        if b.latency_ms is None:
+            continue
+        table = costs.tables[b.latency_device]
+        if table.meta.get("host") != host:
+            c.latency = {"verified": False, "why": f"the {b.latency_device!r} latency table was made on host "
+                                                   f"{table.meta.get('host')!r}, not this one: `ofa deploy` on the "
+                                                   "device measures the deployed subnet"}
+            continue
+        ranked = sorted(c.candidates, key=lambda em: (
+            -np.inf if em[1] is None else -predictor.better(getattr(em[1], metric)), -em[0].score))
+        scores = {e.arch: e.score for e, _ in c.candidates}
+        ordered = [c.arch] + [e.arch for e, _ in ranked if e.arch != c.arch]
+        if nested and i + 1 < len(choices):
+            ordered = [a for a in ordered if is_contained(a, choices[i + 1].arch)]
+        threads = int(table.meta.get("threads") or torch.get_num_threads())
+        kept, checks = first_within_budget(net, ordered, b.latency_ms,
+                                           lambda a, d=b.latency_device: costs.cost(a, "latency_ms", d), threads,
+                                           timer)
+        if not checks:
+            raise OFAError(f"device {b.name!r}: no candidate is contained in the subnet kept for the next larger "
+                           "device after its latency check; search without --nested or raise the budget")
+        if kept is None:
+            fastest = min(checks, key=lambda ch: ch.median_ms)
+            raise OFAError(f"device {b.name!r}: none of the {len(checks)} best candidates runs within "
+                           f"latency_ms={b.latency_ms:g} on this host in deployed form ({threads} threads); the "
+                           f"fastest measured {fastest.median_ms:.3f} ms (median, 95% bound "
+                           f"{fastest.median_upper_ms:.3f} ms; the table predicted {fastest.predicted_ms:.3f} ms): "
+                           "raise the budget, or re-profile the table with `ofa profile`")
+        if kept.arch != c.arch:
+            say(f"{b.name}: the chosen subnet measured {checks[0].median_ms:.3f} ms (95% bound "
+                f"{checks[0].median_upper_ms:.3f} ms) for a {b.latency_ms:g} ms budget: took the next candidate, "
+                f"{kept.median_ms:.3f} ms")
+            c.arch = kept.arch
+            c.predicted = predictor.better(scores[kept.arch]) if kept.arch in scores else c.predicted
+        c.latency = {"verified": True, "host": host, **kept.to_dict(), "fallbacks": len(checks) - 1,
+                     "checks": [ch.to_dict() for ch in checks]}
