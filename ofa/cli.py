@@ -176,6 +176,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         search_run = _own_module("search.run")
         config = search_run.SearchConfig(
             run_dir=out, budgets=demo_budgets(out, args.supernet), nested=True, progress=progress,
+            strict_latency=False,  # a busy machine times slower than it profiled: report it, finish the demo
             table_size=40 if args.quick else 150, effort="quick" if args.quick else "default",
             predictor_epochs=150 if args.quick else 300)
         search_run.search(config)
@@ -211,6 +212,13 @@ def _print_demo_table(out: Path) -> None:
               f"{report['latency']['batch1']['median_ms']:7.3f}ms {'' if lut is None else f'{lut:6.3f}ms':>8s} "
               f"{predicted['value']:9.2f}{'%' if predicted['metric'] == 'top1' else ''} "
               f"{measured['top1']:14.2f}% [{measured['ci_low']:.2f}, {measured['ci_high']:.2f}]")
+    for device in selected["order"]:
+        report = json.loads((out / "deploy" / device / "report.json").read_text())
+        if report.get("latency_budget_ms") is not None:
+            b1 = report["latency"]["batch1"]
+            print(f"{device}: latency budget {report['latency_budget_ms']:g} ms; deployed {b1['median_ms']:.3f} ms "
+                  f"(median [p10 {b1['p10_ms']:.3f}, p90 {b1['p90_ms']:.3f}], {b1['threads']} threads): "
+                  + ("within budget" if report["within_latency_budget"] else "OVER BUDGET"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from .genes import GeneSpace, is_contained
 from .predictor import PREDICTORS, Predictor, fit_predictor
 from .record import record_search
 from .table import default_storage, measure_arch, measure_table, open_storage, read_table, write_table_csv
-from .verify import Timer, default_timer, verify_choices
+from .verify import Timer, default_timer, latency_ladder, verify_choices
 
 
 @dataclass
@@ -60,6 +60,7 @@ class SearchConfig:
     progress: bool = True
     predictor_epochs: int = 300
     verify_latency: bool = True  # time latency-budgeted choices in deployed form (on the table's host)
+    strict_latency: bool = True  # no candidate within a latency budget: an error (False: a warning)
     latency_timer: Timer | None = None  # (model, input) -> times in ms; default: 5 warm-up, 40 timed runs
 
 
@@ -84,6 +85,8 @@ class Choice:
     seconds: float = 0.0
     candidates: list[tuple[Evaluated, ofa.Metrics | None]] = field(default_factory=list)  # re-ranked on val
     latency: dict | None = None  # a latency budget's check in deployed form (search.verify)
+    # a latency budget's fallbacks beyond the re-ranked candidates: the best archs predicted at 95%, 90%, ... of it
+    ladder: list[Evaluated] = field(default_factory=list)
 
 
 @dataclass
@@ -179,7 +182,7 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
         best, candidates = _rerank(cfg, net, data, top, predictor)
         pool.update({a: e.score for a, e in res.evaluated.items()})
         choices.append(Choice(b, best.arch, predictor.better(best.score), seconds=time.perf_counter() - t0,
-                              candidates=candidates))
+                              candidates=candidates, ladder=latency_ladder(res, b, costs)))
         _say(cfg, f"{b.name}: predicted {cfg.metric} {choices[-1].predicted:.4f} at "
                   f"{_cost_text(costs, best.arch, b)} ({choices[-1].seconds:.1f}s)")
 
@@ -188,7 +191,7 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
         _nest(cfg, genes, score, costs, choices, predictor, log_rows, data)
     if cfg.verify_latency:
         verify_choices(choices, net, costs, predictor, cfg.metric, cfg.nested, cfg.latency_timer or default_timer(),
-                       lambda m: _say(cfg, m))
+                       lambda m: _say(cfg, m), cfg.strict_latency)
     if cfg.measure_test:
         for c in choices:
             c.measured = measure_arch(net, data, c.arch, cfg.calib_batches, cfg.batch_size, "test", cfg.test_limit)
@@ -296,6 +299,7 @@ def _nest(cfg, genes, score, costs, choices: list[Choice], predictor, log_rows, 
             raise OFAError(f"--nested: no subnet of {c.budget.name!r}'s budget ({c.budget.describe()}) fits inside "
                            f"the arch chosen for {choices[i + 1].budget.name!r}")
         c.arch, c.predicted, c.candidates = best.arch, predictor.better(best.score), candidates
+        c.ladder = latency_ladder(res, c.budget, costs)
 
 
 def _fronts(cfg, pool, costs: CostModel, predictor) -> list[dict]:
@@ -386,7 +390,8 @@ def _print_summary(cfg, choices: list[Choice], net) -> None:
             print(f"{'':<16}latency: predicted {lat['predicted_ms']:.3f} ms, measured {lat['median_ms']:.3f} ms "
                   f"[{lat['p10_ms']:.3f}, {lat['p90_ms']:.3f}] deployed ({lat['threads']} threads), budget "
                   f"{lat['budget_ms']:g} ms" + (f"; {lat['fallbacks']} over-budget candidate(s) skipped"
-                                                if lat["fallbacks"] else ""))
+                                                if lat["fallbacks"] else "")
+                  + ("" if lat["passed"] else "; OVER BUDGET (no candidate measured within it)"))
         elif c.latency is not None:
             print(f"{'':<16}latency: not measured here ({c.latency['why']})")
         if c.independent is not None and c.independent != c.arch:
