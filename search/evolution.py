@@ -133,35 +133,37 @@ def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, generation
             continue
         rows.append([g.choices.index(values[g.name]) for g in genes.genes])
     rows = rows[:population]
-    # Rows are kept canonical (inactive genes at index 0), so equal archs are equal rows: repeats are found and
-    # archs decoded by row bytes, once per distinct arch.
-    pop = genes.canonical(np.concatenate([np.asarray(rows, dtype=np.int64).reshape(-1, len(genes.genes)),
-                                          engine.random(population - len(rows))]))
+    # Inactive genes (blocks beyond a stage's depth) stay in the population: material a later, deeper child uses.
+    # Archs are keyed by the canonical row (inactive genes at index 0), so repeats are found and archs decoded
+    # once per distinct arch, by row bytes.
+    pop = np.concatenate([np.asarray(rows, dtype=np.int64).reshape(-1, len(genes.genes)),
+                          engine.random(population - len(rows))])
     decoded: dict[bytes, Arch] = {}
 
     def archs_of(matrix: np.ndarray) -> list[Arch]:
-        return _decode(genes, matrix, decoded)
+        return _decode(genes, genes.canonical(matrix), decoded)
 
     records = evaluate(archs_of(pop))
     best = -np.inf
     for generation in range(generations):
         if generation > 0:
             ranks, crowd = engine.rank(*_objectives(records, mode))
-            children = genes.canonical(engine.offspring(pop, ranks, crowd))
+            children = engine.offspring(pop, ranks, crowd)
             for _ in range(5):  # a child that repeats a scored arch (or a sibling) learns nothing: move it
                 repeats, siblings = [], set()
-                for i, row in enumerate(children):
+                for i, row in enumerate(genes.canonical(children)):
                     key = row.tobytes()
                     if key in decoded or key in siblings:
                         repeats.append(i)
                     siblings.add(key)
                 if not repeats:
                     break
-                children[repeats] = genes.canonical(engine.perturb(children[repeats]))
+                children[repeats] = engine.perturb(children[repeats])
             child_records = evaluate(archs_of(children))
             merged = np.concatenate([pop, children])
             merged_records = records + child_records
-            keep = engine.survivors(*_objectives(merged_records, mode), [row.tobytes() for row in merged])
+            keep = engine.survivors(*_objectives(merged_records, mode),
+                                    [row.tobytes() for row in genes.canonical(merged)])
             pop, records = merged[keep], [merged_records[i] for i in keep]
             new_records = child_records
         else:
