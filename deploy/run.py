@@ -10,6 +10,7 @@ artifact. With ``slimmable=True`` the chosen subnets (nested, smallest first) al
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -194,6 +195,13 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
     return report
 
 
+def _dropped_memory(slim: SlimmableNet) -> int:
+    """Bytes an inference-only copy holds after ``drop_stored()`` (per-width weights only)."""
+    inference_only = copy.deepcopy(slim)
+    inference_only.drop_stored()
+    return inference_only.memory_bytes()["total"]
+
+
 def _slim_vs_dense(slim: SlimmableNet, dense, shape: tuple[int, ...], repeats: int, warmup: int) -> dict:
     """Median latency of the slimmable network at its current width and of that width's dense deployed network,
     timed interleaved at batch 1 and 32."""
@@ -226,6 +234,7 @@ def _deploy_slimmable(run: Path, names: list[str], statics: list, repeats: int, 
         slim.save(tmp / "slimmable.safetensors")
         report = {"widths": names, "latency_ms_batch1": slim.latency_ms, "threads": threads or torch.get_num_threads(),
                   "mode": slim.mode, "memory_bytes": slim.memory_bytes(),
+                  "memory_bytes_after_drop_stored": _dropped_memory(slim),
                   "largest_dense_bytes": sum(t.numel() * t.element_size() for t in statics[-1].state_dict().values()),
                   "timing": {"statistic": "median", "how": "each width interleaved with its dense deployed network",
                              "repeats": repeats, "warmup": warmup, "per_width": timing},

@@ -40,7 +40,7 @@ from ofa.io import atomic_write, read_json
 from ofa.registry import static_class
 from ofa.static import conv_bn_pairs
 
-from .slim_layers import SLIM_LAYERS, SlimLayers, WidthSwitch, derive_fast, drop_fast
+from .slim_layers import SLIM_LAYERS, SlimBatchNorm2d, SlimLayers, WidthSwitch, derive_fast, drop_fast
 
 FORMAT = "ofa-slimmable/2"
 MODES = ("fast", "lean")
@@ -92,7 +92,7 @@ class SlimmableNet(nn.Module):
             raise OFAError("a SlimmableNet needs at least one width")
         if mode not in MODES:
             raise OFAError(f"unknown SlimmableNet mode {mode!r}; allowed: {list(MODES)}")
-        self.mode, self._derived = mode, False
+        self.mode, self._derived, self._dropped = mode, False, False
         self.descriptions = [copy.deepcopy(dict(d)) for d in descriptions]
         self.names = list(names) if names is not None else [f"width{i}" for i in range(len(descriptions))]
         if len(self.names) != len(self.descriptions) or len(set(self.names)) != len(self.names):
@@ -142,6 +142,7 @@ class SlimmableNet(nn.Module):
     # -- modes -----------------------------------------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
         """``"fast"`` (per-width deployed-form weights, derived at the next forward) or ``"lean"`` (views)."""
+        self._check_stored("change its mode")
         if mode not in MODES:
             raise OFAError(f"unknown SlimmableNet mode {mode!r}; allowed: {list(MODES)}")
         self.mode = mode
@@ -153,12 +154,36 @@ class SlimmableNet(nn.Module):
         self._derived = False
 
     def _apply(self, fn, *args, **kwargs):
+        self._check_stored("move or convert it")
         self._stale()
         return super()._apply(fn, *args, **kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._stale()
+        self._dropped = False  # every stored tensor comes back
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def drop_stored(self) -> None:
+        """Inference only, in less memory: derive every width's deployed-form weights now, then free the stored
+        weights they came from (and the BatchNorm tensors folded into them). What remains is the per-width weights;
+        saving, extracting, changing mode or moving the network then raise: load the file again for those."""
+        if self.mode != "fast":
+            raise OFAError("drop_stored() needs fast mode (lean mode runs on the stored weights)")
+        if not self._derived:
+            derive_fast(self.body, conv_bn_pairs(self.body))
+            self._derived = True
+        for module in self.body.modules():
+            if isinstance(module, SLIM_LAYERS) and _runs_derived(module):
+                for name, _ in list(module.named_parameters(recurse=False)):
+                    setattr(module, name, nn.Parameter(torch.empty(0), requires_grad=False))
+                for name, _ in list(module.named_buffers(recurse=False)):
+                    setattr(module, name, torch.empty(0))
+        self._dropped = True
+
+    def _check_stored(self, action: str) -> None:
+        if getattr(self, "_dropped", False):
+            raise OFAError(f"this SlimmableNet dropped its stored weights (drop_stored()) and runs inference only; "
+                           f"load it again to {action}")
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes held: the stored tensors (largest weights once, per-width BN statistics) and, in fast mode once
@@ -213,6 +238,7 @@ class SlimmableNet(nn.Module):
 
     def extract(self, width: int | str) -> nn.Module:
         """The dense network of one width (with its own BN statistics), e.g. to export it."""
+        self._check_stored("extract a width")
         i = self._resolve(width)
         dense = static_class(self.descriptions[i]["spec"]["family"])(self.descriptions[i])
         source = dict(self.body.named_modules())
@@ -264,6 +290,7 @@ class SlimmableNet(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``PATH.safetensors`` (largest weights once + per-width BN statistics) and ``PATH.json``."""
+        self._check_stored("save it")
         weights_path, json_path = _paths(path)
         description = self.description()
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()
@@ -324,6 +351,15 @@ class LatencyController:
         if x.shape[-1] != r or x.shape[-2] != r:
             x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
         return self.net(x)
+
+
+def _runs_derived(module: nn.Module) -> bool:
+    """True if no width this layer runs at reads its stored tensors (a BatchNorm folded wherever it is used)."""
+    if module.fast is None:
+        return False
+    if isinstance(module, SlimBatchNorm2d):
+        return all(folded or shape is None for folded, shape in zip(module.fast, module.shapes))
+    return True
 
 
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:

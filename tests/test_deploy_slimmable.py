@@ -3,6 +3,7 @@ memory growth, the latency controller, save/load and clear errors."""
 
 from __future__ import annotations
 
+import copy
 import tracemalloc
 
 import pytest
@@ -160,3 +161,20 @@ def test_kernel_sizes_must_match_across_widths():
     small, large = MBV3_CHAIN[0], dict(MBV3_CHAIN[1], kernels=[[7] * d for d in MBV3_CHAIN[1]["depths"]])
     with pytest.raises(ofa.OFAError, match=r"conv_dw.weight has shape \[\d+, 1, 3, 3\], not contained"):
         SlimmableNet([net.static_description(net.space.arch_from_dict(a)) for a in (small, large)])
+
+
+def test_drop_stored_runs_inference_in_less_memory(built):
+    slim, dense = built
+    slim = copy.deepcopy(slim)
+    largest = sum(t.numel() * t.element_size() for t in dense[-1].state_dict().values())
+    slim.drop_stored()
+    assert slim.memory_bytes()["total"] < 2 * largest  # the per-width weights, BN statistics folded away
+    for i, d in enumerate(dense):
+        slim.set_width(i)
+        x = torch.randn(2, 1, d.resolution, d.resolution)
+        with torch.inference_mode():
+            assert (slim(x) - d(x)).abs().max() <= 1e-5
+    for action in (lambda: slim.save("x"), lambda: slim.extract(0), lambda: slim.set_mode("lean"),
+                   lambda: slim.double()):
+        with pytest.raises(OFAError, match=r"dropped its stored weights .* load it again to"):
+            action()
