@@ -189,9 +189,15 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     choices.sort(key=lambda c: (net.costs(c.arch)[0], c.budget.name))
     if cfg.nested:
         _nest(cfg, genes, score, costs, choices, predictor, log_rows, data)
-    if cfg.verify_latency:
-        verify_choices(choices, net, costs, predictor, cfg.metric, cfg.nested, cfg.latency_timer or default_timer(),
-                       lambda m: _say(cfg, m), cfg.strict_latency)
+    for _ in range(3 if cfg.verify_latency else 0):  # a replaced choice may break the chain below it: re-nest
+        changed = verify_choices(choices, net, costs, predictor, cfg.metric, cfg.nested,
+                                 cfg.latency_timer or default_timer(), lambda m: _say(cfg, m), cfg.strict_latency)
+        if not (changed and cfg.nested):
+            break
+        _nest(cfg, genes, score, costs, choices, predictor, log_rows, data)
+    for c in choices:  # re-chosen by the last re-nesting after its check (rare): say it was not timed as it is
+        if c.latency is not None and c.latency.get("verified") and c.latency.get("arch_key") != c.arch.key():
+            c.latency = {"verified": False, "why": "re-chosen inside the next larger device after its latency check"}
     if cfg.measure_test:
         for c in choices:
             c.measured = measure_arch(net, data, c.arch, cfg.calib_batches, cfg.batch_size, "test", cfg.test_limit)
@@ -282,9 +288,11 @@ def _log_best_per_generation(res: EvolutionResult, b: Budget, costs: CostModel, 
 
 
 def _nest(cfg, genes, score, costs, choices: list[Choice], predictor, log_rows, data) -> None:
-    """Re-choose top-down so each arch is contained in the next larger one (the largest keeps its choice)."""
+    """Re-choose top-down so each arch is contained in the next larger one (the largest keeps its choice).
+    Called again after a latency check replaced a choice: only what no longer nests is searched again."""
     for c in choices:
-        c.independent, c.independent_predicted = c.arch, c.predicted
+        if c.independent is None:
+            c.independent, c.independent_predicted = c.arch, c.predicted
     for i in range(len(choices) - 2, -1, -1):
         c, parent = choices[i], choices[i + 1].arch
         if is_contained(c.arch, parent):

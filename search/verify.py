@@ -101,15 +101,16 @@ def latency_ladder(result, budget, costs) -> list:
 
 
 def verify_choices(choices: Sequence, net, costs, predictor, metric: str, nested: bool, timer: Timer,
-                   say: Callable[[str], None], strict: bool = True) -> None:
+                   say: Callable[[str], None], strict: bool = True) -> bool:
     """Keep a latency-budgeted choice only if it measures within its budget in deployed form; otherwise take the
     next re-ranked candidate that does (inside the next larger choice with --nested). Largest first, so that a
     nested chain's parent is settled before its child. When no candidate fits: an error, or with ``strict=False``
-    a warning, keeping the fastest measured candidate (marked ``passed: false``)."""
-    host = platform.node()
+    a warning, keeping the fastest measured candidate (marked ``passed: false``). A choice already checked as it
+    is is not timed again. Returns True if a choice was replaced (a nested chain below it must then be re-nested)."""
+    host, changed = platform.node(), False
     for i in range(len(choices) - 1, -1, -1):
         c, b = choices[i], choices[i].budget
-        if b.latency_ms is None:
+        if b.latency_ms is None or (c.latency is not None and c.latency.get("arch_key") == c.arch.key()):
             continue
         table = costs.tables[b.latency_device]
         if table.meta.get("host") != host:
@@ -145,7 +146,8 @@ def verify_choices(choices: Sequence, net, costs, predictor, metric: str, nested
             say(f"{b.name}: the chosen subnet measured {checks[0].median_ms:.3f} ms (95% bound "
                 f"{checks[0].median_upper_ms:.3f} ms) for a {b.latency_ms:g} ms budget: took the next candidate, "
                 f"{kept.median_ms:.3f} ms")
-            c.arch = kept.arch
+            c.arch, changed = kept.arch, True
             c.predicted = predictor.better(scores[kept.arch]) if kept.arch in scores else c.predicted
         c.latency = {"verified": True, "host": host, **kept.to_dict(), "fallbacks": len(checks) - 1,
                      "checks": [ch.to_dict() for ch in checks]}
+    return changed

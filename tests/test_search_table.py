@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -233,6 +234,16 @@ def test_latency_choice_over_budget_in_deployed_form_takes_the_next_candidate(ru
     selected = json.loads((run / "search" / "selected.json").read_text())["devices"]["here"]
     assert selected["latency_measured"]["median_ms"] == choice.latency["median_ms"]
     assert net.space.arch_from_dict(selected["arch"]) == choice.arch
+
+    # nested: the replaced choice must still contain the next smaller device's subnet (re-nested below it)
+    timed.clear()
+    small = parse_budget(f"small:macs={net.costs(net.space.smallest())[0] * 1.01 / 1e6:.4f}M")
+    nested = search(dataclasses.replace(cfg, budgets=[small, *cfg.budgets], nested=True))
+    from search.genes import is_contained
+
+    by_name = {c.budget.name: c for c in nested.choices}
+    assert by_name["here"].latency["fallbacks"] >= 1
+    assert is_contained(nested.choices[0].arch, nested.choices[1].arch)  # smallest first, still one chain
 
     cfg.latency_timer = lambda model, x: [table.predict(model) * 2] * 9  # nothing fits: a clear error
     with pytest.raises(ofa.OFAError, match=r"device 'here': none of the \d+ candidates tried runs within latency_ms="
