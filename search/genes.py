@@ -59,6 +59,9 @@ class GeneSpace:
         for i, g in enumerate(self.genes):
             if g.name.startswith("depth"):
                 self._depth_values[i, :len(g.choices)] = g.choices
+        # archs this gene space decodes remember their index row, so encode() can take the vectorised path
+        self._layout = tuple((g.name, g.choices) for g in self.genes)
+        self._first_slot = np.array([self.offsets[g.name] for g in self.genes], dtype=np.int64)
 
     @staticmethod
     def _all_genes(space: SearchSpace) -> list[Gene]:
@@ -89,8 +92,11 @@ class GeneSpace:
         return self._build([genes[g.name] for g in self.genes])
 
     def arch_from_indices(self, row: Sequence[int]) -> Arch:
-        """The canonical arch of one row of choice indices (one per gene, in order; as the search breeds them)."""
-        return self._build([g.choices[i] for g, i in zip(self.genes, row)])
+        """The canonical arch of one row of choice indices (one per gene, in order; as the search breeds them).
+        The arch keeps its row (a cache, like its key), so encoding the archs a search bred is one array step."""
+        arch = self._build([g.choices[i] for g, i in zip(self.genes, row)])
+        object.__setattr__(arch, "_genes_row", (self._layout, np.asarray(row, dtype=np.int64)))
+        return arch
 
     def canonical(self, rows: np.ndarray) -> np.ndarray:
         """Rows of choice indices with every inactive block gene (beyond its stage's depth) set to index 0: two
@@ -133,6 +139,9 @@ class GeneSpace:
     # -- encoding --------------------------------------------------------------------------------------------
     def encode(self, archs: Sequence[Arch]) -> np.ndarray:
         """One row per arch: one-hot per gene, inactive blocks all zero. float32 (N, width)."""
+        rows = self._remembered_rows(archs)
+        if rows is not None:
+            return self._encode_rows(rows)
         x = np.zeros((len(archs), self.width), dtype=np.float32)
         rows, cols = [], []
         for i, arch in enumerate(archs):
@@ -141,6 +150,30 @@ class GeneSpace:
                 rows.append(i)
                 cols.append(self.offsets[name] + (slot if slot is not None else _index(value, self._by_name[name])))
         x[rows, cols] = 1.0
+        return x
+
+    def _remembered_rows(self, archs: Sequence[Arch]) -> np.ndarray | None:
+        """The index rows of archs decoded by a gene space of this layout, or None if any arch lacks one."""
+        rows, layout = [], None
+        for arch in archs:
+            remembered = arch.__dict__.get("_genes_row")
+            if remembered is None:
+                return None
+            if remembered[0] is not layout:  # usually one layout object for a whole search
+                if remembered[0] != self._layout:
+                    return None
+                layout = remembered[0]
+            rows.append(remembered[1])
+        return np.stack(rows) if rows else None
+
+    def _encode_rows(self, rows: np.ndarray) -> np.ndarray:
+        active = np.ones(rows.shape, dtype=bool)
+        if self._block_cols.size:
+            depths = self._depth_values[self._block_depth_cols, rows[:, self._block_depth_cols]]
+            active[:, self._block_cols] = depths > self._block_index
+        x = np.zeros((len(rows), self.width), dtype=np.float32)
+        r, g = np.nonzero(active)
+        x[r, self._first_slot[g] + rows[r, g]] = 1.0
         return x
 
     def decode(self, row: np.ndarray) -> Arch:

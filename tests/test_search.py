@@ -258,3 +258,15 @@ def test_effort_levels_and_explicit_sizes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         parser.parse_args([str(tmp_path), "--effort", "hard"])
     assert exc.value.code == 2 and "invalid choice: 'hard'" in capsys.readouterr().err
+
+
+def test_archs_bred_from_index_rows_encode_as_any_arch(net):
+    genes = GeneSpace(net.space)
+    rng = np.random.default_rng(0)
+    rows = np.stack([rng.integers(0, len(g.choices), 64) for g in genes.genes], 1)
+    bred = [genes.arch_from_indices(r.tolist()) for r in rows]  # they remember their row: the vectorised path
+    parsed = [net.space.arch_from_dict(a.to_dict()) for a in bred]  # the same archs without it
+    assert (genes.encode(bred) == genes.encode(parsed)).all()
+    inner = genes.contained_in(net.space.sample(1))  # another layout's rows are not used by this gene space
+    nested = [inner.arch_from_indices([0] * len(inner.genes)), net.space.largest()]
+    assert (genes.encode(nested) == genes.encode([net.space.arch_from_dict(a.to_dict()) for a in nested])).all()
