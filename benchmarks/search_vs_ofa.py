@@ -1,29 +1,32 @@
 """Search benchmark: the original once-for-all (OFA) evolution finder versus this project's search.
 
-Both search the same stand-in accuracy predictor under the same MACs budgets, with the same MACs function:
+Both search the same accuracy predictor under the same MACs budgets, with the same MACs function:
 
 * the OFA finder, re-implemented here from its published description: population 100, 500 generations, the top
   25% kept as parents, 50 children by mutation (each gene resampled with probability 0.1) and 25 by uniform
   crossover, every arch drawn again until it fits the budget (rejection sampling);
-* ours: ``search.evolution.evolve`` (Optuna NSGA-II) in constrained mode, called as ``ofa search`` calls it
-  (the ``SearchConfig`` defaults for generations, population, mutation and crossover; seeds = the largest and
-  the smallest arch; the constraint is the relative excess ``macs / limit - 1``).
+* ours: ``search.evolution.evolve`` (NSGA-II on index arrays) in constrained mode, as ``ofa search`` runs it, at
+  each ``--effort`` level (quick, default, thorough; ``long``: 100 x 500 = 50,000 candidates, an attainable
+  best); seeds = the largest and the smallest arch; the constraint is the relative excess ``macs / limit - 1``.
 
-The predictor is a stand-in (no trained supernet is needed): a capacity term linear in log(MACs) plus a fixed,
-seeded random 2-layer MLP over the one-hot arch encoding (``GeneSpace.encode``), mixed so that the score
-correlates with log(MACs) at r = 0.7 over random archs, and scaled so that what the searches find looks like a
-top-1 of 70-82. It is deterministic and vectorised, so what is timed is the search machinery; the predictor
-calls are counted so that the cost of a real (slower) predictor can be added on top.
+Landscapes:
+* ``ofa_mbv3`` and ``ofa_resnet50`` at 224 px: a stand-in predictor (no trained supernet needed), a capacity term
+  linear in log(MACs) plus a fixed, seeded random 2-layer MLP over the one-hot arch encoding, mixed so that the
+  score correlates with log(MACs) at r = 0.7 over random archs and scaled so that what the searches find looks
+  like a top-1 of 70-82. Deterministic and vectorised: what is timed is the search machinery.
+* ``run``: the MLP predictor ``ofa search`` fits, on the measured accuracy table of a trained run (``--run``, every
+  resolution of its space): ``ofa train --config configs/tiny_cpu.yaml --out runs/tiny`` then
+  ``ofa search runs/tiny --measure-only --table-size 200``.
 
-Spaces: ``ofa_mbv3`` and ``ofa_resnet50``, both at resolution 224 only, three MACs budgets each. Every (seed,
-budget) runs both methods back to back, the order alternating with the seed's parity; one thread. Reported per
-space and budget: the median best predicted score and median seconds of each method, the predictor and
-cost-model calls, and the goal: ours' best >= OFA's and ours' time <= 1/4 of OFA's.
+Three MACs budgets per landscape, 5 seeds; every (seed, budget) runs all methods back to back, the order rotating
+with the seed; one thread. Reported per budget: each method's median best predicted score, seconds and predictor
+calls; goals: default's best >= OFA's in <= 1/4 of its time; thorough within 0.1 of the best any run found, in
+<= 60 s. ``--sweep N`` also searches N MACs budgets on the first landscape, one search per budget and as the sweep
+``ofa search`` runs for 8 or more budgets on one cost.
 
-    python benchmarks/search_vs_ofa.py                      # 5 seeds, both spaces, 3 budgets each
-    python benchmarks/search_vs_ofa.py --quick              # smoke run: 2 seeds, ofa_mbv3, 50 OFA generations
-    python benchmarks/search_vs_ofa.py --spaces ofa_resnet50 --seeds 3
-    python benchmarks/search_vs_ofa.py --long               # also ours with 50,000 trials (attainable best)
+    python benchmarks/search_vs_ofa.py --run runs/tiny --long --sweep 40   # everything (about 25 min)
+    python benchmarks/search_vs_ofa.py --quick                             # smoke run: 2 seeds, ofa_mbv3
+    python benchmarks/search_vs_ofa.py --spaces ofa_resnet50 --methods ofa,default --seeds 3
 
 Writes benchmarks/results/search_vs_ofa.json and prints a table.
 """
