@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--effort", default="default", choices=list(EFFORTS),
                    help="candidates per budget: " + ", ".join(f"{k} {e.population} x {e.generations}"
                                                                 for k, e in EFFORTS.items())
-                   + " (population x generations; about 0.3 s, 1 s and 12 s per budget with a fast "
+                   + " (population x generations; about 0.3 s, 1 s and 10 s per budget with a fast "
                      "predictor, default: default)")
     p.add_argument("--generations", type=int, default=None,
                    help="NSGA-II generations per budget (overrides --effort)")
