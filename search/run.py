@@ -165,7 +165,8 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
                 run_ = _evolve(cfg, genes, score, log_rows, label, seeds, mode="pareto", size=front_size,
                                cost=lambda a, k=key[0], d=key[1]: costs.cost(a, k, d))
                 pareto_runs[key] = run_
-                found = run_.top(len(run_.evaluated)) + found  # by score: the sweep's budgets start from here
+                if cfg.mode == "constrained":  # by score: the sweep's budgets start from here
+                    found = run_.top(len(run_.evaluated)) + found
         if cfg.mode == "pareto":
             res = pareto_runs[key]
             top = res.top(cfg.rerank, fits)
@@ -175,10 +176,10 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
             res = _evolve(cfg, genes, score, log_rows, b.name, seeds, size=size,
                           violations=lambda a, b=b: costs.violations(a, b))
             top = res.top(cfg.rerank)
+            found += res.top(size.population // 4)
         if not top:
             raise OFAError(f"device {b.name!r}: the search found no subnet within {b.describe()}; "
                            "raise --generations or the budget")
-        found += res.top(size.population // 4, fits)
         best, candidates = _rerank(cfg, net, data, top, predictor)
         pool.update({a: e.score for a, e in res.evaluated.items()})
         choices.append(Choice(b, best.arch, predictor.better(best.score), seconds=time.perf_counter() - t0,
