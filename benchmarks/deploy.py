@@ -36,9 +36,9 @@ import torch  # noqa: E402
 
 import ofa  # noqa: E402
 from deploy.profile import ProfileSettings, profile  # noqa: E402
-from deploy.slimmable import SlimmableNet  # noqa: E402
+from deploy.slimmable import SlimmableNet, state_bytes  # noqa: E402
 from ofa.fold import prepare_for_inference  # noqa: E402
-from ofa.timing import num_threads  # noqa: E402
+from ofa.timing import num_threads, time_pair  # noqa: E402
 
 GOALS = {"deployed_over_plain_max": 1.0, "lut_mape_pct": 10.0, "switch_us": 50.0, "slim_over_dense_max": 1.05,
          "slim_memory_over_largest_dense_max": 2.0}
@@ -50,20 +50,11 @@ def _once(model, x) -> float:
     return time.perf_counter() - start
 
 
-@torch.inference_mode()
 def ab_ratio(a, b, x, pairs: int, warmup: int = 5) -> dict[str, float]:
-    """Interleaved timings of a and b; the ratio a/b per pair, summarised (median and quartiles)."""
-    for _ in range(warmup):
-        a(x), b(x)
-    ratios, ta, tb = [], [], []
-    for i in range(pairs):
-        if i % 2:  # alternate which goes first, so neither always gets the warmer cache
-            t_b, t_a = _once(b, x), _once(a, x)
-        else:
-            t_a, t_b = _once(a, x), _once(b, x)
-        ratios.append(t_a / t_b)
-        ta.append(t_a * 1e3)
-        tb.append(t_b * 1e3)
+    """Interleaved timings of a and b (ofa.timing.time_pair); the ratio a/b per pair, summarised (median and
+    quartiles)."""
+    ta, tb = time_pair(a, b, x, repeats=pairs, warmup=warmup)
+    ratios = [t_a / t_b for t_a, t_b in zip(ta, tb)]
     q = statistics.quantiles(ratios, n=4)
     return {"ratio_median": statistics.median(ratios), "ratio_q1": q[0], "ratio_q3": q[2],
             "a_ms": statistics.median(ta), "b_ms": statistics.median(tb)}
@@ -141,7 +132,7 @@ def bench_switch(net) -> dict:
     us = (time.perf_counter() - start) / 10_000 * 1e6
     growth = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    largest = sum(t.numel() * t.element_size() for t in dense[-1].state_dict().values())
+    largest = state_bytes(dense[-1])
     return {"switch_us": us, "memory_growth_bytes": growth, "switches": 10_000, "max_abs_diff_vs_dense": max_diff,
             "memory_over_largest_dense": slim.memory_bytes()["total"] / largest}
 

@@ -33,7 +33,7 @@ from ofa.timing import measure_latency, num_threads, time_pair
 
 from .export import export_onnx, export_program, require_export_packages, verify_onnx, verify_program
 from .report import write_report
-from .slimmable import SlimmableNet, check_nested
+from .slimmable import SlimmableNet, check_nested, state_bytes
 
 
 @dataclass
@@ -235,7 +235,7 @@ def _deploy_slimmable(run: Path, names: list[str], statics: list, repeats: int, 
         report = {"widths": names, "latency_ms_batch1": slim.latency_ms, "threads": threads or torch.get_num_threads(),
                   "mode": slim.mode, "memory_bytes": slim.memory_bytes(),
                   "memory_bytes_after_drop_stored": _dropped_memory(slim),
-                  "largest_dense_bytes": sum(t.numel() * t.element_size() for t in statics[-1].state_dict().values()),
+                  "largest_dense_bytes": state_bytes(statics[-1]),
                   "timing": {"statistic": "median", "how": "each width interleaved with its dense deployed network",
                              "repeats": repeats, "warmup": warmup, "per_width": timing},
                   "max_abs_diff_vs_dense": diffs,

@@ -188,7 +188,7 @@ class SlimmableNet(nn.Module):
     def memory_bytes(self) -> dict[str, int]:
         """Bytes held: the stored tensors (largest weights once, per-width BN statistics) and, in fast mode once
         derived, the per-width deployed-form copies."""
-        stored = sum(t.numel() * t.element_size() for t in self.state_dict().values())
+        stored = state_bytes(self)
         derived, seen = 0, set()
         for module in self.body.modules():
             for entry in getattr(module, "fast", None) or ():
@@ -351,6 +351,11 @@ class LatencyController:
         if x.shape[-1] != r or x.shape[-2] != r:
             x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
         return self.net(x)
+
+
+def state_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers (its state dict)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
 def _runs_derived(module: nn.Module) -> bool:

@@ -29,7 +29,6 @@ from .nsga import NSGA2
 MODES = ("constrained", "pareto")
 
 
-
 @dataclass
 class Evaluated:
     arch: Arch

@@ -101,11 +101,15 @@ class GeneSpace:
     def canonical(self, rows: np.ndarray) -> np.ndarray:
         """Rows of choice indices with every inactive block gene (beyond its stage's depth) set to index 0: two
         rows are the same arch exactly when their canonical rows are equal."""
-        rows = rows.copy()
+        return np.where(self._active(rows), rows, 0)
+
+    def _active(self, rows: np.ndarray) -> np.ndarray:
+        """Which genes of each row of choice indices are active (a block gene within its stage's depth)."""
+        active = np.ones(rows.shape, dtype=bool)
         if self._block_cols.size:
             depths = self._depth_values[self._block_depth_cols, rows[:, self._block_depth_cols]]
-            rows[:, self._block_cols] = np.where(depths > self._block_index, rows[:, self._block_cols], 0)
-        return rows
+            active[:, self._block_cols] = depths > self._block_index
+        return active
 
     def _build(self, values: Sequence) -> Arch:
         """The arch of one value per gene (in gene order), by precomputed columns (no per-gene name lookups)."""
@@ -167,12 +171,8 @@ class GeneSpace:
         return np.stack(rows) if rows else None
 
     def _encode_rows(self, rows: np.ndarray) -> np.ndarray:
-        active = np.ones(rows.shape, dtype=bool)
-        if self._block_cols.size:
-            depths = self._depth_values[self._block_depth_cols, rows[:, self._block_depth_cols]]
-            active[:, self._block_cols] = depths > self._block_index
         x = np.zeros((len(rows), self.width), dtype=np.float32)
-        r, g = np.nonzero(active)
+        r, g = np.nonzero(self._active(rows))
         x[r, self._first_slot[g] + rows[r, g]] = 1.0
         return x
 

@@ -79,8 +79,7 @@ def record_search(store, genes: GeneSpace, costs, choices: Sequence, front: Sequ
             next(r for r in rows if r["chosen"])["test_top1"] = c.measured.top1
         record_device(store, c.budget.name, genes, rows, direction)
     for kind in sorted({r["cost_kind"] for r in front}):
-        points = [dict(r, arch=genes.space.arch_from_json(r["arch"])) for r in front if r["cost_kind"] == kind]
-        record_front(store, kind, genes, points, direction)
+        record_front(store, kind, genes, [r for r in front if r["cost_kind"] == kind], direction)
 
 
 def _candidate(metric: str, costs, budget, arch: Arch, predicted: float, val, chosen: bool) -> dict:

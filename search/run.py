@@ -40,7 +40,7 @@ class SearchConfig:
     metric: str = "top1"  # predictor target: validation top1 or loss
     compare_predictors: bool = False  # also fit the other families and record their held-out scores
     mode: str = "constrained"
-    effort: str = "default"  # a key of search.evolution.EFFORTS: population x generations per budget
+    effort: str = "default"  # a key of search.effort.EFFORTS: population x generations per budget
     generations: int | None = None  # overrides the effort's
     population: int | None = None  # overrides the effort's
     mutation_prob: float | None = None
@@ -62,7 +62,6 @@ class SearchConfig:
     verify_latency: bool = True  # time latency-budgeted choices in deployed form (on the table's host)
     strict_latency: bool = True  # no candidate within a latency budget: an error (False: a warning)
     latency_timer: Timer | None = None  # (model, input) -> times in ms; default: 5 warm-up, 40 timed runs
-
 
     def search_size(self) -> Effort:
         """The effort's population and generations, with explicit ``population``/``generations`` on top."""
@@ -190,15 +189,8 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     choices.sort(key=lambda c: (net.costs(c.arch)[0], c.budget.name))
     if cfg.nested:
         _nest(cfg, genes, score, costs, choices, predictor, log_rows, data)
-    for _ in range(3 if cfg.verify_latency else 0):  # a replaced choice may break the chain below it: re-nest
-        changed = verify_choices(choices, net, costs, predictor, cfg.metric, cfg.nested,
-                                 cfg.latency_timer or default_timer(), lambda m: _say(cfg, m), cfg.strict_latency)
-        if not (changed and cfg.nested):
-            break
-        _nest(cfg, genes, score, costs, choices, predictor, log_rows, data)
-    for c in choices:  # re-chosen by the last re-nesting after its check (rare): say it was not timed as it is
-        if c.latency is not None and c.latency.get("verified") and c.latency.get("arch_key") != c.arch.key():
-            c.latency = {"verified": False, "why": "re-chosen inside the next larger device after its latency check"}
+    if cfg.verify_latency:
+        _check_latency(cfg, genes, score, costs, choices, predictor, log_rows, data)
     if cfg.measure_test:
         for c in choices:
             c.measured = measure_arch(net, data, c.arch, cfg.calib_batches, cfg.batch_size, "test", cfg.test_limit)
@@ -311,6 +303,20 @@ def _nest(cfg, genes, score, costs, choices: list[Choice], predictor, log_rows, 
         c.ladder = latency_ladder(res, c.budget, costs)
 
 
+def _check_latency(cfg, genes, score, costs: CostModel, choices: list[Choice], predictor, log_rows, data) -> None:
+    """Time the latency-budgeted choices in deployed form (search.verify); a replaced choice may break a nested
+    chain below it, which is then re-nested and its new members checked (up to 3 rounds)."""
+    for _ in range(3):
+        changed = verify_choices(choices, costs.net, costs, predictor, cfg.metric, cfg.nested,
+                                 cfg.latency_timer or default_timer(), lambda m: _say(cfg, m), cfg.strict_latency)
+        if not (changed and cfg.nested):
+            break
+        _nest(cfg, genes, score, costs, choices, predictor, log_rows, data)
+    for c in choices:  # re-chosen by the last re-nesting after its check (rare): say it was not timed as it is
+        if c.latency is not None and c.latency.get("verified") and c.latency.get("arch_key") != c.arch.key():
+            c.latency = {"verified": False, "why": "re-chosen inside the next larger device after its latency check"}
+
+
 def _fronts(cfg, pool, costs: CostModel, predictor) -> list[dict]:
     kinds = sorted({(b.primary(), b.latency_device if b.primary() == "latency_ms" else None) for b in cfg.budgets}
                    | {("macs", None)}, key=lambda k: (k[0], k[1] or ""))
@@ -320,7 +326,7 @@ def _fronts(cfg, pool, costs: CostModel, predictor) -> list[dict]:
         for cost, s, a in pareto_front(points):
             macs, params = costs.net.costs(a)
             rows.append({"cost_kind": kind if device is None else f"{kind}@{device}", "cost": cost, "macs": macs,
-                         "params": params, "predicted": predictor.better(s), "key": a.key(), "arch": a.to_json()})
+                         "params": params, "predicted": predictor.better(s), "key": a.key(), "arch": a})  # CSV: str(a) is its JSON
     return rows
 
 
@@ -362,10 +368,10 @@ def _write_outputs(cfg, out: Path, net, costs: CostModel, choices: list[Choice],
     atomic_write(out / "selected.json", lambda tmp: Path(tmp).write_text(json.dumps(selected, indent=2)))
     _write_csv(out / "pareto.csv", front, ["cost_kind", "cost", "macs", "params", "predicted", "key", "arch"])
     _write_csv(out / "search_log.csv", log_rows, ["search", "generation", "trials", "best_predicted"])
+    size = cfg.search_size()
     report = {"predictor": {"family": predictor.family, "metric": predictor.metric, **predictor.held_out},
-              "table_size": len(rows), "mode": cfg.mode, "effort": cfg.effort,
-              "generations": cfg.search_size().generations, "population": cfg.search_size().population,
-              "devices": []}
+              "table_size": len(rows), "mode": cfg.mode, "effort": cfg.effort, "generations": size.generations,
+              "population": size.population, "devices": []}
     for c in choices:
         entry = {"device": c.budget.name, "budget": c.budget.describe(), "seconds": c.seconds,
                  "predicted": c.predicted, "measured": _measured(c.measured), "latency": c.latency}
