@@ -24,6 +24,12 @@ RESNET_CHAIN = [
 ]
 
 
+def assert_folded_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal up to float32 rounding: BN folding and channels-last reorder the sums, and how much that moves an
+    output depends on the CPU's kernels (seen at 1.7e-5 on a 16-core machine, under 1e-5 here)."""
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+
+
 def _mbv3(resolution, depths, expand, kernels):
     return {"resolution": resolution, "depths": depths, "widths": [1.0] * 5,
             "expands": [[expand] * d for d in depths], "kernels": [[k] * d for k, d in zip(kernels, depths)]}
@@ -56,9 +62,9 @@ def test_equals_each_extracted_dense_subnet(built, mode):
         assert slim.set_width(i) == i
         x = torch.randn(4, 1, d.resolution, d.resolution)
         with torch.no_grad():
-            assert (slim(x) - d(x)).abs().max() <= 1e-5
-            assert (slim(x) - prepare_for_inference(d)(x)).abs().max() <= 1e-5
-            assert (slim.extract(i)(x) - d(x)).abs().max() <= 1e-5
+            assert_folded_close(slim(x), d(x))
+            assert_folded_close(slim(x), prepare_for_inference(d)(x))
+            assert_folded_close(slim.extract(i)(x), d(x))
     slim.set_width("mid")
     assert slim.width == 1 and slim.resolution == dense[1].resolution
     slim.set_mode("fast")
@@ -139,7 +145,7 @@ def test_save_load_round_trip_and_corrupt_file(built, tmp_path):
     loaded.set_width("small")
     x = torch.randn(2, 1, dense[0].resolution, dense[0].resolution)
     with torch.no_grad():
-        assert (loaded(x) - dense[0](x)).abs().max() <= 1e-5
+        assert_folded_close(loaded(x), dense[0](x))
     path.write_bytes(path.read_bytes()[:64])
     with pytest.raises(ofa.WeightsError, match="truncated or corrupt"):
         SlimmableNet.load(path)
@@ -173,7 +179,7 @@ def test_drop_stored_runs_inference_in_less_memory(built):
         slim.set_width(i)
         x = torch.randn(2, 1, d.resolution, d.resolution)
         with torch.inference_mode():
-            assert (slim(x) - d(x)).abs().max() <= 1e-5
+            assert_folded_close(slim(x), d(x))
     for action in (lambda: slim.save("x"), lambda: slim.extract(0), lambda: slim.set_mode("lean"),
                    lambda: slim.double()):
         with pytest.raises(OFAError, match=r"dropped its stored weights .* load it again to"):

@@ -113,7 +113,8 @@ def test_one_optimizer_step_per_batch(tmp_path, monkeypatch):
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
-    config = small_config(num_workers=2, max_steps_per_epoch=3, kd_ratio=0.5)
+    # cpu: bit-identity is the CPU promise (see test_kill_resume.py)
+    config = small_config(num_workers=2, max_steps_per_epoch=3, kd_ratio=0.5, cpu=True)
     config["phases"] = [config["phases"][0], config["phases"][2]]  # full (teacher), then expand (sorting)
     straight = train(copy.deepcopy(config), tmp_path / "straight", progress=False)
 

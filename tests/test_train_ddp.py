@@ -20,7 +20,7 @@ def test_two_process_torchrun_samples_the_same_subnets_and_ends_identical(tmp_pa
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "ofa.cli", "train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--quiet"],
+         "-m", "ofa.cli", "train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--quiet", "--cpu"],
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     logs = [json.loads((run / "logs" / f"rank{r}.json").read_text()) for r in (0, 1)]
