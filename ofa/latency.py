@@ -2,18 +2,18 @@
 
 A table is made on the target device by ``ofa profile`` (``deploy.profile``): it times every distinct layer unit
 (its family's units: stem, blocks, head) the search space can produce, at every resolution, in the form the
-deployed network runs (BatchNorm folded, channels-last), at batch 1, keeping the median of the runs (the table's
-``statistic``: the same statistic a latency budget bounds and ``ofa deploy`` reports, at the table's thread count).
-A subnet's latency is the sum of
-its units' times, optionally passed through a linear correction fitted on measured whole subnets (the table says which
-is used and how accurate it was). This module only reads and sums tables, so the search can budget latency
+deployed network runs (BatchNorm folded, channels-last), at batch 1, keeping a low percentile of the runs (the
+``unit_statistic``: steady where a median jumps between a machine's fast and slow modes). A subnet's latency is the
+sum of its units' times passed through a linear correction fitted on measured whole subnets' medians (the table's
+``statistic``: what a latency budget bounds and ``ofa deploy`` reports, at the table's thread count); the table says
+whether the correction is used and how accurate it was. This module only reads and sums tables, so the search can budget latency
 without importing ``deploy``.
 
 File format (JSON, ``format: "ofa-latency/1"``)::
 
     {"format": "ofa-latency/1", "device": "laptop", "host": "...", "threads": 2, "batch": 1, "statistic": "median_ms",
-     "supernet": {"name": ..., "family": "resnet", "config": {...}},
-     "units": {"<unit key>": <median ms>, ...},
+     "unit_statistic": "p10_ms", "supernet": {"name": ..., "family": "resnet", "config": {...}},
+     "units": {"<unit key>": <p10 ms>, ...},
      "correction": {"kind": "none"} | {"kind": "linear", "scale": a, "offset_ms": b},
      "accuracy": {"subnets": n, "mape_sum": ..., "mape_corrected": ..., ...}}
 """

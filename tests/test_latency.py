@@ -31,6 +31,11 @@ def test_profile_covers_every_unit_and_reports_accuracy(table_path, capsys):
     accuracy = table.meta["accuracy"]
     assert accuracy["used"] == table.correction["kind"] in ("none", "linear")
     assert accuracy["eval_subnets"] == len(table.meta["validation"]) - accuracy["fit_subnets"]
+    assert sum(v["fit"] for v in table.meta["validation"]) == accuracy["fit_subnets"]
+    # The whole-subnet measurements span the space, its ends included (the search lands there too)
+    validated = {json.dumps(v["arch"], sort_keys=True) for v in table.meta["validation"]}
+    assert {json.dumps(a.to_dict(), sort_keys=True) for a in (net.space.smallest(), net.space.largest())} <= validated
+    assert table.meta["statistic"] == "median_ms" and table.meta["unit_statistic"] == "p10_ms"
     for sample in range(20):  # every sampled arch is predictable from the table
         assert table.predict(net, net.space.sample(sample)) > 0
 
