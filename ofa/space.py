@@ -3,7 +3,8 @@
 An :class:`Arch` is one subnet of a supernet: its input resolution, and per stage its depth (the first ``d``
 blocks are kept), its width multiplier (the residual stream shared by every block of the stage), and one expand
 ratio per *active* block (the block's middle channels). Families with an elastic depthwise kernel also carry one
-kernel size per active block; families whose stem is not tied to the first stage carry a stem multiplier.
+kernel size per active block, transformer families one attention head count per active block (the first ``h``
+heads); families whose stem is not tied to the first stage carry a stem multiplier.
 
 Archs are always canonical: they hold no genes for blocks beyond a stage's depth, so two descriptions of the same
 subnet are equal and hash alike. A :class:`SearchSpace` lists the allowed values of every dimension; it samples,
@@ -22,6 +23,10 @@ from typing import Any
 
 from .errors import ArchError
 
+# Per-block dimensions that only some families have (``None`` in the others), besides the expand ratio
+# every family has. Kernels must match between nested archs; heads nest like expands (fewer is contained).
+OPTIONAL_PER_BLOCK = ("kernels", "heads")
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -33,6 +38,7 @@ class Arch:
     expands: tuple[tuple[float, ...], ...]
     stem: float | None = None
     kernels: tuple[tuple[int, ...], ...] | None = None
+    heads: tuple[tuple[int, ...], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"resolution": self.resolution}
@@ -41,8 +47,9 @@ class Arch:
         d["depths"] = list(self.depths)
         d["widths"] = list(self.widths)
         d["expands"] = [list(e) for e in self.expands]
-        if self.kernels is not None:
-            d["kernels"] = [list(k) for k in self.kernels]
+        for name in OPTIONAL_PER_BLOCK:
+            if getattr(self, name) is not None:
+                d[name] = [list(row) for row in getattr(self, name)]
         return d
 
     def to_json(self) -> str:
@@ -96,10 +103,11 @@ class SearchSpace:
     expands: tuple[tuple[float, ...], ...]
     stem: tuple[float, ...] | None = None
     kernels: tuple[tuple[int, ...], ...] | None = None
+    heads: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.depths)
-        for name in ("widths", "expands", "kernels"):
+        for name in ("widths", "expands", *OPTIONAL_PER_BLOCK):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"search space: {name} has {len(value)} stages, depths has {n}")
@@ -123,15 +131,18 @@ class SearchSpace:
         for s in range(self.num_stages):
             dims += [(f"depths[{s}]", self.depths[s]), (f"widths[{s}]", self.widths[s]),
                      (f"expands[{s}]", self.expands[s])]
-            if self.kernels is not None:
-                dims.append((f"kernels[{s}]", self.kernels[s]))
+            dims += [(f"{name}[{s}]", getattr(self, name)[s]) for name in self._optional()]
         return dims
+
+    def _optional(self) -> list[str]:
+        """The optional per-block dimensions this space has."""
+        return [name for name in OPTIONAL_PER_BLOCK if getattr(self, name) is not None]
 
     def size(self) -> int:
         """The number of distinct architectures in the space."""
         total = len(self.resolutions) * (len(self.stem) if self.stem is not None else 1)
         for s in range(self.num_stages):
-            per_block = len(self.expands[s]) * (len(self.kernels[s]) if self.kernels is not None else 1)
+            per_block = len(self.expands[s]) * math.prod(len(getattr(self, n)[s]) for n in self._optional())
             total *= len(self.widths[s]) * sum(per_block**d for d in self.depths[s])
         return total
 
@@ -145,8 +156,8 @@ class SearchSpace:
             widths=tuple(pick(w) for w in self.widths),
             expands=tuple((pick(self.expands[s]),) * depths[s] for s in range(self.num_stages)),
             stem=pick(self.stem) if self.stem is not None else None,
-            kernels=None if self.kernels is None
-            else tuple((pick(self.kernels[s]),) * depths[s] for s in range(self.num_stages)),
+            **{name: tuple((pick(getattr(self, name)[s]),) * depths[s] for s in range(self.num_stages))
+               for name in self._optional()},
         )
 
     def largest(self) -> Arch:
@@ -166,9 +177,9 @@ class SearchSpace:
             widths=tuple(rng.choice(w) for w in self.widths),
             expands=tuple(tuple(rng.choice(self.expands[s]) for _ in range(depths[s]))
                           for s in range(self.num_stages)),
-            kernels=None if self.kernels is None
-            else tuple(tuple(rng.choice(self.kernels[s]) for _ in range(depths[s]))
-                       for s in range(self.num_stages)),
+            **{name: tuple(tuple(rng.choice(getattr(self, name)[s]) for _ in range(depths[s]))
+                           for s in range(self.num_stages))
+               for name in self._optional()},
         )
 
     # -- validation and JSON ---------------------------------------------------------------------------------
@@ -185,16 +196,18 @@ class SearchSpace:
             return False
         if (arch.stem is None) != (self.stem is None) or (arch.stem is not None and arch.stem not in self.stem):
             return False
-        if (arch.kernels is None) != (self.kernels is None):
+        optional = self._optional()
+        if any((getattr(arch, name) is None) != (name not in optional) for name in OPTIONAL_PER_BLOCK):
             return False
         for s, depth in enumerate(arch.depths):
             if depth not in self.depths[s] or arch.widths[s] not in self.widths[s] or len(arch.expands[s]) != depth:
                 return False
             if any(e not in self.expands[s] for e in arch.expands[s]):
                 return False
-            if self.kernels is not None and (len(arch.kernels[s]) != depth
-                                             or any(k not in self.kernels[s] for k in arch.kernels[s])):
-                return False
+            for name in optional:
+                row, choices = getattr(arch, name)[s], getattr(self, name)[s]
+                if len(row) != depth or any(v not in choices for v in row):
+                    return False
         return len(arch.widths) == self.num_stages and len(arch.expands) == self.num_stages
 
     def validate(self, arch: Arch | Mapping) -> Arch:
@@ -210,11 +223,9 @@ class SearchSpace:
     def arch_from_dict(self, d: Mapping) -> Arch:
         if not isinstance(d, Mapping):
             raise ArchError(f"an arch must be a JSON object (dict), got {type(d).__name__}")
-        expected = ["resolution", "depths", "widths", "expands"]
+        expected = ["resolution", "depths", "widths", "expands", *self._optional()]
         if self.stem is not None:
             expected.append("stem")
-        if self.kernels is not None:
-            expected.append("kernels")
         unknown = sorted(set(d) - set(expected))
         if unknown:
             raise ArchError(f"unknown arch field {unknown[0]!r}; allowed fields: {sorted(expected)}")
@@ -229,9 +240,8 @@ class SearchSpace:
         widths = tuple(_match(v, self.widths[s], f"widths[{s}]")
                        for s, v in enumerate(_per_stage_list(d, "widths", n)))
         expands = self._per_block(d, "expands", depths, self.expands)
-        kernels = self._per_block(d, "kernels", depths, self.kernels) if self.kernels is not None else None
-        return Arch(resolution=resolution, depths=depths, widths=widths, expands=expands, stem=stem,
-                    kernels=kernels)
+        optional = {name: self._per_block(d, name, depths, getattr(self, name)) for name in self._optional()}
+        return Arch(resolution=resolution, depths=depths, widths=widths, expands=expands, stem=stem, **optional)
 
     def _per_block(self, d: Mapping, name: str, depths: tuple[int, ...], choices) -> tuple[tuple, ...]:
         rows = _per_stage_list(d, name, self.num_stages)
@@ -259,8 +269,8 @@ class SearchSpace:
         d["depths"] = [list(x) for x in self.depths]
         d["widths"] = [list(x) for x in self.widths]
         d["expands"] = [list(x) for x in self.expands]
-        if self.kernels is not None:
-            d["kernels"] = [list(x) for x in self.kernels]
+        for name in self._optional():
+            d[name] = [list(x) for x in getattr(self, name)]
         return d
 
     @classmethod
@@ -274,21 +284,21 @@ class SearchSpace:
             widths=tuples(d["widths"]),
             expands=tuples(d["expands"]),
             stem=tuple(d["stem"]) if d.get("stem") is not None else None,
-            kernels=tuples(d["kernels"]) if d.get("kernels") is not None else None,
+            **{name: tuples(d[name]) for name in OPTIONAL_PER_BLOCK if d.get(name) is not None},
         )
 
     # -- sub-spaces ------------------------------------------------------------------------------------------
     def restrict(self, **allowed: Sequence | Sequence[Sequence]) -> SearchSpace:
         """A sub-space keeping only the given values.
 
-        Keys: ``resolutions``, ``stem``, ``depths``, ``widths``, ``expands``, ``kernels``. A flat list applies to
-        every stage (intersected with each stage's choices); a list of lists gives one list per stage. Values
-        outside the space, or a stage left with nothing, raise :class:`ArchError`.
+        Keys: ``resolutions``, ``stem``, ``depths``, ``widths``, ``expands``, ``kernels``, ``heads``. A flat list
+        applies to every stage (intersected with each stage's choices); a list of lists gives one list per stage.
+        Values outside the space, or a stage left with nothing, raise :class:`ArchError`.
         """
-        unknown = sorted(set(allowed) - {"resolutions", "stem", "depths", "widths", "expands", "kernels"})
+        known = {"resolutions", "stem", "depths", "widths", "expands", *OPTIONAL_PER_BLOCK}
+        unknown = sorted(set(allowed) - known)
         if unknown:
-            raise ArchError(f"unknown sub-space dimension {unknown[0]!r}; allowed: "
-                            "['depths', 'expands', 'kernels', 'resolutions', 'stem', 'widths']")
+            raise ArchError(f"unknown sub-space dimension {unknown[0]!r}; allowed: {sorted(known)}")
         changes: dict[str, Any] = {}
         for name, values in allowed.items():
             if values is None:
@@ -331,8 +341,8 @@ class SearchSpace:
         for s in range(self.num_stages):
             line = (f"stage {s}: depth {list(self.depths[s])}  width {list(self.widths[s])}  "
                     f"expand {list(self.expands[s])}")
-            if self.kernels is not None:
-                line += f"  kernel {list(self.kernels[s])}"
+            for name in self._optional():
+                line += f"  {name.rstrip('s')} {list(getattr(self, name)[s])}"
             lines.append(line)
         lines.append(f"{self.size():.3g} architectures")
         return "\n".join(lines)

@@ -18,10 +18,13 @@ import numpy as np
 
 from ofa import Arch, ArchError, SearchSpace
 
+# The gene name prefix of each per-block dimension: "expand1.0", "kernel1.0", "heads1.0"
+BLOCK_GENES = {"expands": "expand", "kernels": "kernel", "heads": "heads"}
+
 
 @dataclass(frozen=True)
 class Gene:
-    name: str  # "resolution", "stem", "depth1", "width1", "expand1.0", "kernel1.0"
+    name: str  # "resolution", "stem", "depth1", "width1", "expand1.0", "kernel1.0", "heads1.0"
     choices: tuple  # ascending
     stage: int | None = None
     block: int | None = None  # set for per-block genes: active only when block < depth of its stage
@@ -47,9 +50,8 @@ class GeneSpace:
         self._columns = {
             "resolution": columns["resolution"], "stem": columns.get("stem"),
             "depth": [columns[f"depth{s}"] for s in range(n)], "width": [columns[f"width{s}"] for s in range(n)],
-            "expand": [[columns[f"expand{s}.{b}"] for b in range(space.max_depths[s])] for s in range(n)],
-            "kernel": None if space.kernels is None else
-            [[columns[f"kernel{s}.{b}"] for b in range(space.max_depths[s])] for s in range(n)]}
+            "blocks": {dim: [[columns[f"{prefix}{s}.{b}"] for b in range(space.max_depths[s])] for s in range(n)]
+                       for dim, prefix in BLOCK_GENES.items() if getattr(space, dim) is not None}}
         # for canonical(): each block gene's column, its stage's depth column and the block's index
         blocks = [(i, g) for i, g in enumerate(self.genes) if g.block is not None]
         self._block_cols = np.array([i for i, _ in blocks], dtype=np.int64)
@@ -72,9 +74,8 @@ class GeneSpace:
             genes.append(Gene(f"depth{s}", tuple(space.depths[s]), s))
             genes.append(Gene(f"width{s}", tuple(space.widths[s]), s))
             for b in range(space.max_depths[s]):
-                genes.append(Gene(f"expand{s}.{b}", tuple(space.expands[s]), s, b))
-                if space.kernels is not None:
-                    genes.append(Gene(f"kernel{s}.{b}", tuple(space.kernels[s]), s, b))
+                genes += [Gene(f"{prefix}{s}.{b}", tuple(getattr(space, dim)[s]), s, b)
+                          for dim, prefix in BLOCK_GENES.items() if getattr(space, dim) is not None]
         return genes
 
     def __getitem__(self, name: str) -> Gene:
@@ -115,12 +116,10 @@ class GeneSpace:
         """The arch of one value per gene (in gene order), by precomputed columns (no per-gene name lookups)."""
         c = self._columns
         depths = tuple(int(values[i]) for i in c["depth"])
-        kernels = None
-        if c["kernel"] is not None:
-            kernels = tuple(tuple(values[i] for i in cols[:d]) for cols, d in zip(c["kernel"], depths))
+        blocks = {dim: tuple(tuple(values[i] for i in cols[:d]) for cols, d in zip(stages, depths))
+                  for dim, stages in c["blocks"].items()}
         return Arch(resolution=values[c["resolution"]], depths=depths, widths=tuple(values[i] for i in c["width"]),
-                    expands=tuple(tuple(values[i] for i in cols[:d]) for cols, d in zip(c["expand"], depths)),
-                    stem=values[c["stem"]] if c["stem"] is not None else None, kernels=kernels)
+                    stem=values[c["stem"]] if c["stem"] is not None else None, **blocks)
 
     def genes_from_arch(self, arch: Arch) -> dict:
         """A full gene assignment for ``arch``; inactive block genes take their first allowed choice."""
@@ -133,8 +132,7 @@ class GeneSpace:
             elif g.block is None:
                 value = (arch.depths if g.name.startswith("depth") else arch.widths)[g.stage]
             elif g.block < arch.depths[g.stage]:
-                row = arch.expands if g.name.startswith("expand") else arch.kernels
-                value = row[g.stage][g.block]
+                value = getattr(arch, _block_dim(g.name))[g.stage][g.block]
             else:
                 value = g.choices[0]
             out[g.name] = _pick(value, g)
@@ -192,14 +190,14 @@ class GeneSpace:
             yield f"depth{s}", arch.depths[s]
             yield f"width{s}", arch.widths[s]
             for b in range(arch.depths[s]):
-                yield f"expand{s}.{b}", arch.expands[s][b]
-                if arch.kernels is not None:
-                    yield f"kernel{s}.{b}", arch.kernels[s][b]
+                for dim, prefix in BLOCK_GENES.items():
+                    if getattr(arch, dim) is not None:
+                        yield f"{prefix}{s}.{b}", getattr(arch, dim)[s][b]
 
     # -- narrowing -------------------------------------------------------------------------------------------
     def contained_in(self, parent: Arch) -> GeneSpace:
-        """Genes of the archs nested inside ``parent``: every depth, width, stem and expand choice <= the
-        parent's, the same kernels; the resolution stays free (a slimmable network takes any input size)."""
+        """Genes of the archs nested inside ``parent``: every depth, width, stem, expand and head-count choice <=
+        the parent's, the same kernels; the resolution stays free (a slimmable network takes any input size)."""
         parent_genes = self.genes_from_arch(parent)
         narrowed = []
         for g in self.genes:
@@ -240,7 +238,15 @@ def is_contained(child: Arch, parent: Arch) -> bool:
                 return False
             if child.kernels is not None and child.kernels[s][b] != parent.kernels[s][b]:
                 return False
+            if child.heads is not None and child.heads[s][b] > parent.heads[s][b]:
+                return False
     return True
+
+
+def _block_dim(gene_name: str) -> str:
+    """The Arch field of a per-block gene ("kernel1.0" -> "kernels")."""
+    prefix = gene_name.rstrip("0123456789.")
+    return next(dim for dim, p in BLOCK_GENES.items() if p == prefix)
 
 
 def _index(value, gene: Gene) -> int:

@@ -137,3 +137,35 @@ def test_restrict_builds_sub_spaces(space):
         space.restrict(kernel=[3])
     with pytest.raises(ArchError, match="no elastic 'kernels'"):
         space.restrict(kernels=[3])
+
+
+def test_per_block_head_counts_round_trip_nest_and_encode():
+    """A transformer-style space: one stage, a head count per active block (nested like expands)."""
+    from search.genes import GeneSpace, is_contained
+
+    space = SearchSpace(resolutions=(24, 32), depths=((2, 3),), widths=((0.5, 1.0),), expands=((0.5, 1.0),),
+                        heads=((2, 3, 4),))
+    assert space.size() == 2 * 2 * ((2 * 3) ** 2 + (2 * 3) ** 3)
+    assert space.largest().heads == ((4, 4, 4),) and space.smallest().heads == ((2, 2),)
+    archs = {space.sample(i) for i in range(40)}
+    for arch in archs:
+        assert len(arch.heads[0]) == arch.depths[0]
+        assert space.arch_from_json(arch.to_json()) == arch
+        assert SearchSpace.from_dict(json.loads(json.dumps(space.to_dict()))).validate(arch.to_dict()) == arch
+    with pytest.raises(ArchError, match=r"heads\[0\]\[1\]=5 is not allowed; allowed: \[2, 3, 4\]"):
+        space.arch_from_dict({**space.largest().to_dict(), "heads": [[4, 5, 4]]})
+    with pytest.raises(ArchError, match="missing field 'heads'"):
+        space.arch_from_dict({k: v for k, v in space.largest().to_dict().items() if k != "heads"})
+    assert space.restrict(heads=[4]).sample(0).heads == ((4,) * space.restrict(heads=[4]).sample(0).depths[0],)
+    assert "head [2, 3, 4]" in space.describe()
+    genes = GeneSpace(space)
+    assert [g.name for g in genes.genes if g.block == 0] == ["expand0.0", "heads0.0"]
+    for arch in archs:
+        assert genes.arch_from_genes(genes.genes_from_arch(arch)) == arch
+        assert genes.decode(genes.encode([arch])[0]) == arch
+    small = space.arch_from_dict({"resolution": 24, "depths": [2], "widths": [1.0], "expands": [[1.0, 1.0]],
+                                  "heads": [[2, 4]]})
+    large = space.largest()
+    assert is_contained(small, large) and not is_contained(large, small)
+    inside = genes.contained_in(space.arch_from_dict({**small.to_dict(), "heads": [[3, 4]]}))
+    assert inside["heads0.0"].choices == (2, 3) and inside["heads0.1"].choices == (2, 3, 4)

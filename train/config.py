@@ -3,9 +3,9 @@
 A config names the supernet (``supernet: {name, ...kwargs}`` or ``timm: {name, checkpoint_path}``), the data
 (``data: {spec, root, seed}``), the optimisation settings and a list of ``phases``. Each phase has a ``name``,
 ``epochs``, ``lr``, ``warmup_epochs``, optionally ``num_random`` (else the top-level one) and its sub-space: per
-elastic dimension (``resolutions``, ``stem``, ``depths``, ``widths``, ``expands``, ``kernels``) a list of allowed
-values (flat, or one list per stage) or ``all``; a dimension a phase does not mention stays at its largest value,
-so phases open the space step by step.
+elastic dimension (``resolutions``, ``stem``, ``depths``, ``widths``, ``expands``, ``kernels``, ``heads``) a list of
+allowed values (flat, or one list per stage) or ``all``; a dimension a phase does not mention stays at its largest
+value, so phases open the space step by step.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from ofa.errors import OFAError
 from ofa.io import read_yaml
 from ofa.space import SearchSpace
 
-DIMENSIONS = ("resolutions", "stem", "depths", "widths", "expands", "kernels")
-WIDTH_DIMENSIONS = ("stem", "widths", "expands")  # the ones channel sorting serves
+DIMENSIONS = ("resolutions", "stem", "depths", "widths", "expands", "kernels", "heads")
+WIDTH_DIMENSIONS = ("stem", "widths", "expands", "heads")  # the ones channel (and head) sorting serves
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -169,7 +169,8 @@ def phase_space(space: SearchSpace, phase: dict[str, Any]) -> SearchSpace:
 
 
 def widens(previous: SearchSpace | None, current: SearchSpace) -> bool:
-    """Whether ``current`` allows a width (stem, stage width or expand) value that ``previous`` did not."""
+    """Whether ``current`` allows a width (stem, stage width, expand or head count) value that ``previous`` did
+    not."""
     if previous is None:
         return False
     for dim in WIDTH_DIMENSIONS:
