@@ -18,6 +18,7 @@ examples:
   ofa search runs/tiny --budget macs=5M --budget params=0.2M
   ofa search runs/tiny --devices devices.yaml --nested
   ofa search runs/tiny --budget phone:latency_ms=3@pixel7 --lut pixel7=pixel7.json
+  ofa search runs/tiny --budget macs=5M --workers 4    (4 local measurement workers: one per GPU, or CPU split)
   ofa search runs/tiny --measure-only --storage postgresql://user@db/ofa     (one per worker machine)
 """
 
@@ -37,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "journal:PATH for one worker)")
     p.add_argument("--table-size", type=int, default=200, help="subnets to measure (default 200)")
     p.add_argument("--measure-only", action="store_true", help="only measure the table (a worker), then exit")
+    p.add_argument("--workers", type=int, default=1,
+                   help="measurement worker processes on this machine (default 1: measure in this process); "
+                        "GPUs are taken in turn, or the CPU threads are split between them")
+    p.add_argument("--measure-device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the table is measured (default auto: cuda when a GPU is visible)")
     p.add_argument("--predictor", default="mlp", help="mlp (default), ensemble or ridge")
     p.add_argument("--target", default="top1", choices=["top1", "loss"], help="what the predictor fits")
     p.add_argument("--compare-predictors", action="store_true",
@@ -64,6 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-test", action="store_true", help="skip measuring the chosen subnets on the test split")
     p.add_argument("--grace-period", type=int, default=60,
                    help="seconds without a heartbeat after which a worker's measurement is reclaimed (RDB)")
+    p.add_argument("--heartbeat-interval", type=int, default=None,
+                   help="seconds between a measurement's heartbeats (default a quarter of --grace-period)")
     p.add_argument("--stale-after", type=float, default=1800.0,
                    help="journal storage (no heartbeat): seconds after which a RUNNING measurement is reclaimed")
     p.add_argument("--dashboard", action="store_true",
@@ -80,15 +88,16 @@ def main(args: argparse.Namespace) -> int:
     from .budgets import load_devices, parse_budget, parse_luts
     from .predictor import PREDICTORS
     from .run import SearchConfig, search
-    from .table import default_storage
+    from .table import default_storage, engine_url
 
     storage = args.storage or default_storage(args.run)
     if args.dashboard:
-        print(f"pip install optuna-dashboard && optuna-dashboard {storage}")
+        print(f"pip install optuna-dashboard && optuna-dashboard {engine_url(storage)}")
         return 0
     if args.predictor not in PREDICTORS:
         raise OFAError(f"unknown predictor {args.predictor!r}; allowed: {list(PREDICTORS)}")
-    for name in ("table_size", "generations", "population", "calib_batches", "batch_size", "rerank"):
+    for name in ("table_size", "generations", "population", "calib_batches", "batch_size", "rerank", "workers",
+                 "grace_period", "heartbeat_interval"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise OFAError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     budgets = [parse_budget(b) for b in args.budget]
@@ -103,9 +112,11 @@ def main(args: argparse.Namespace) -> int:
                        luts=parse_luts(args.lut),
                        calib_batches=args.calib_batches, batch_size=args.batch_size, val_limit=args.val_limit,
                        measure_only=args.measure_only, measure_test=not args.no_test,
-                       grace_period=args.grace_period, heartbeat_interval=max(1, args.grace_period // 4),
-                       stale_after=args.stale_after, progress=not args.quiet)
+                       grace_period=args.grace_period,
+                       heartbeat_interval=args.heartbeat_interval or max(1, args.grace_period // 4),
+                       stale_after=args.stale_after, progress=not args.quiet, workers=args.workers,
+                       measure_device=args.measure_device)
     search(cfg)
     if not args.quiet:
-        print(f"measurements: {storage} (open with: optuna-dashboard {storage})")
+        print(f"measurements: {storage} (open with: optuna-dashboard {engine_url(storage)})")
     return 0

@@ -25,8 +25,9 @@ from .evolution import Evaluated, EvolutionResult, SharedScores, evolve, pareto_
 from .genes import GeneSpace, is_contained
 from .predictor import PREDICTORS, Predictor, fit_predictor
 from .record import record_search
-from .table import default_storage, measure_arch, measure_table, open_storage, read_table, write_table_csv
+from .table import default_storage, measure_arch, open_storage, read_table, write_table_csv
 from .verify import Timer, default_timer, latency_ladder, verify_choices
+from .workers import check_workers, measure_device, measure_with_workers
 
 
 @dataclass
@@ -54,6 +55,8 @@ class SearchConfig:
     test_limit: int | None = None
     measure_only: bool = False
     measure_test: bool = True
+    workers: int = 1  # > 1: that many measurement processes (search.workers), one per GPU or CPU threads split
+    measure_device: str = "auto"  # where the table is measured: auto (cuda when a GPU is visible), cpu, cuda
     heartbeat_interval: int = 10
     grace_period: int = 60
     stale_after: float = 1800.0
@@ -116,6 +119,9 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     if len(set(names)) != len(names):
         raise OFAError(f"device names must be unique, got {names}")
     cfg.search_size()  # an unknown effort fails before any work
+    storage = cfg.storage or default_storage(run)
+    check_workers(cfg.workers, storage)
+    measure_device(cfg.measure_device)
     costs = CostModel(net, load_latency_tables(cfg.budgets, run, cfg.luts))
     costs.check_feasible(cfg.budgets)  # before any expensive work
     if data is None:
@@ -123,11 +129,8 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
 
         data = load_run_data(run)
 
-    storage = cfg.storage or default_storage(run)
-    _say(cfg, f"accuracy table: {cfg.table_size} subnets on {storage}")
-    measure_table(net, data, storage, cfg.table_size, seed=cfg.seed, calib_batches=cfg.calib_batches,
-                  batch_size=cfg.batch_size, val_limit=cfg.val_limit, heartbeat_interval=cfg.heartbeat_interval,
-                  grace_period=cfg.grace_period, stale_after=cfg.stale_after, progress=cfg.progress)
+    _say(cfg, f"accuracy table: {cfg.table_size} subnets on {storage} ({cfg.workers} worker(s))")
+    measure_with_workers(cfg, net, data, storage)
     rows = read_table(storage)
     write_table_csv(rows, out / "accuracy_table.csv")
     _say(cfg, f"wrote {out / 'accuracy_table.csv'} ({len(rows)} measured subnets)")

@@ -28,7 +28,9 @@ import datetime
 import io
 import json
 import math
+import os
 import random
+import socket
 import threading
 import time
 import warnings
@@ -46,6 +48,7 @@ from ofa.io import atomic_write
 STUDY_NAME = "accuracy_table"
 COLUMNS = ("key", "arch", "resolution", "macs", "params", "top1", "loss", "ci_low", "ci_high", "n")
 BEATING = "beating"  # user attr set by _Heartbeat once a measurement's first heartbeat is written
+WORKER = "worker"  # user attr: HOST:PID of the process measuring the trial (who to blame, what to kill)
 LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
 
 
@@ -105,16 +108,31 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 60)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat args
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+            return optuna.storages.RDBStorage(engine_url(url), engine_kwargs=engine_kwargs,
                                               heartbeat_interval=heartbeat_interval, grace_period=grace_period)
         except ImportError as e:
             raise OFAError(f"storage {url!r} needs a database driver that is not installed ({e}); "
-                           "e.g. pip install psycopg2-binary for PostgreSQL") from None
-        except Exception:  # workers started together race to create the schema: the loser retries
+                           "for PostgreSQL: pip install 'ofa-supernet[postgres]' (psycopg 3)") from None
+        except Exception as e:  # workers started together race to create the schema: the loser retries
             if attempt == 4:
-                raise
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise OFAError(f"cannot open storage {url!r}: {first}") from e
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def engine_url(url: str) -> str:
+    """The SQLAlchemy URL for a storage URL. A plain ``postgresql://`` (or ``postgres://``) URL names no driver,
+    and SQLAlchemy then picks psycopg2; this project installs psycopg 3 (the ``postgres`` extra), so such URLs
+    are pointed at it, unless only psycopg2 is installed. Every other URL is returned unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql://{rest}"
+    return f"postgresql+psycopg://{rest}"  # psycopg missing too: the ImportError names it, the caller says how
 
 
 def _has_heartbeat(storage) -> bool:
@@ -202,11 +220,11 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
                   calib_batches: int = 4, batch_size: int = 128, val_limit: int | None = None,
                   heartbeat_interval: int = 10, grace_period: int = 60, stale_after: float = 1800.0,
                   poll_seconds: float = 2.0, max_measurements: int | None = None, progress: bool = True,
-                  on_measured: Callable[[Arch, ofa.Metrics], None] | None = None) -> int:
+                  on_measured: Callable[[Arch, ofa.Metrics], None] | None = None, device: str | None = None) -> int:
     """Run one measurement worker until every planned arch is measured; returns how many it measured.
 
     Start it in several processes on the same ``storage`` to share the work. ``max_measurements`` stops this
-    worker early (the rest stays queued for others or a restart).
+    worker early (the rest stays queued for others or a restart). ``device`` moves ``net`` there (e.g. "cuda").
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # the loop below records heartbeats itself (_Heartbeat), which Optuna warns about outside study.optimize
@@ -215,6 +233,9 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
     study = optuna.create_study(storage=store, study_name=study_name, direction="maximize", load_if_exists=True)
     planned = plan_archs(net, count, seed)
     planned_keys = {a.key() for a in planned}
+    home = next(net.parameters()).device
+    if device is not None:
+        net.to(device)  # and back at the end: the search after the table runs where the caller put the net
     net.eval()
     done_here = 0
     bar = _progress(progress, len(planned))
@@ -243,6 +264,7 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
                 continue
             arch = net.space.arch_from_json(trial.user_attrs["arch"])
             try:
+                trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
                 with _Heartbeat(store, trial._trial_id):
                     m = measure_arch(net, data, arch, calib_batches, batch_size, "val", val_limit)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -262,6 +284,7 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
             if on_measured is not None:
                 on_measured(arch, m)
     finally:
+        net.to(home)
         if bar is not None:
             bar.close()
     return done_here

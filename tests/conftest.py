@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pg_server import postgres_server  # noqa: F401  (one real PostgreSQL server per session)
 from torch import nn
 
 import ofa

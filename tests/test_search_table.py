@@ -1,4 +1,5 @@
-"""Measuring for real on mnist5k: shared workers on one Optuna storage, a killed worker, the whole `ofa search`."""
+"""Measuring for real on mnist5k: shared workers on one Optuna storage (a SQLite file and a real PostgreSQL server),
+killed workers, `--workers N`, the whole `ofa search`."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import torch
 import yaml
 
 import ofa
-from search.table import STUDY_NAME, measure_table, plan_archs, read_table
+from search.table import STUDY_NAME, measure_table, open_storage, plan_archs, read_table
 
 MEASURE = ["--calib-batches", "1", "--batch-size", "48", "--quiet"]
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="module")
@@ -39,24 +41,39 @@ def _worker(run, storage, size, grace=60, val_limit=48):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _storage(request, backend: str, name: str) -> str:
+    """A fresh, empty storage URL: a SQLite file in the test's tmp dir, or a new database on the test server
+    (a plain postgresql:// URL, as a user would type it)."""
+    if backend == "sqlite":
+        return f"sqlite:///{request.getfixturevalue('tmp_path') / name}.db"
+    return request.getfixturevalue("postgres_server").new_database(name)
+
+
 def _trials(storage):
+    """The measurement trials; ``storage`` is a URL or, in polling loops, an open storage (one connection pool)."""
     import optuna
 
-    return optuna.load_study(study_name=STUDY_NAME, storage=storage).get_trials(deepcopy=False)
+    store = open_storage(storage, None, None) if isinstance(storage, str) else storage
+    return optuna.load_study(study_name=STUDY_NAME, storage=store).get_trials(deepcopy=False)
 
 
-@pytest.fixture(scope="module")
-def shared(run, tmp_path_factory):
-    """Two `ofa search --measure-only` workers started together on one storage; returns (storage, outputs)."""
-    storage = f"sqlite:///{tmp_path_factory.mktemp('shared') / 'shared.db'}"
+def _two_workers(run, storage: str) -> str:
+    """Two `ofa search --measure-only` workers started together on one storage."""
     workers = [_worker(run, storage, 8) for _ in range(2)]
     outputs = [w.communicate(timeout=240)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     return storage
 
 
-def test_two_workers_share_one_table_without_duplicates(run, shared):
-    storage = shared
+@pytest.fixture(scope="module")
+def shared(run, tmp_path_factory):
+    return _two_workers(run, f"sqlite:///{tmp_path_factory.mktemp('shared') / 'shared.db'}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_workers_share_one_table_without_duplicates(run, backend, request):
+    storage = request.getfixturevalue("shared") if backend == "sqlite" else _two_workers(
+        run, _storage(request, backend, "two"))
     rows = read_table(storage)
     net = ofa.load(run / "supernet.safetensors")
     assert sorted(r["key"] for r in rows) == sorted(a.key() for a in plan_archs(net, 8, seed=0))
@@ -65,10 +82,12 @@ def test_two_workers_share_one_table_without_duplicates(run, shared):
     assert all(0 <= r["top1"] <= 100 and r["n"] == 48 for r in rows)
 
 
-def test_killed_worker_loses_nothing_and_its_arch_is_reclaimed(run, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_worker_loses_nothing_and_its_arch_is_reclaimed(run, backend, request):
     from train.data import load_run_data
 
-    storage = f"sqlite:///{tmp_path / 'killed.db'}"
+    storage = _storage(request, backend, "killed")
+    store = open_storage(storage, None, None)
     killed_while_running = False
     for _ in range(3):  # the kill can land between two measurements: then start a worker and try again
         # the whole validation split: a measurement long enough (~1 s) for a kill to land inside it
@@ -76,7 +95,7 @@ def test_killed_worker_loses_nothing_and_its_arch_is_reclaimed(run, tmp_path):
         deadline = time.time() + 180
         while time.time() < deadline and worker.poll() is None:
             try:
-                trials = _trials(storage)
+                trials = _trials(store)
             except Exception:  # the study does not exist yet
                 time.sleep(0.2)
                 continue
@@ -88,33 +107,33 @@ def test_killed_worker_loses_nothing_and_its_arch_is_reclaimed(run, tmp_path):
         worker.kill()
         worker.wait()
         # once the worker is dead the storage is definitive: a RUNNING trial there is the killed measurement
-        killed_while_running = "RUNNING" in [t.state.name for t in _trials(storage)]
+        killed_while_running = "RUNNING" in [t.state.name for t in _trials(store)]
         if killed_while_running:
             break
     assert killed_while_running, "no kill landed in the middle of a measurement in three tries"
-    before = {t.user_attrs["key"]: t.value for t in _trials(storage) if t.state.name == "COMPLETE"}
+    before = {t.user_attrs["key"]: t.value for t in _trials(store) if t.state.name == "COMPLETE"}
     net = ofa.load(run / "supernet.safetensors")
     measured = measure_table(net, load_run_data(run), storage, 6, seed=0, calib_batches=1, batch_size=48,
                              val_limit=48, heartbeat_interval=1, grace_period=2, poll_seconds=0.5, progress=False)
     rows = read_table(storage)
     assert len(rows) == 6 and measured == 6 - len(before)  # nothing measured twice
     assert {r["key"]: r["top1"] for r in rows if r["key"] in before} == before  # nothing lost
-    states = [t.state.name for t in _trials(storage)]
+    states = [t.state.name for t in _trials(store)]
     assert states.count("FAIL") >= 1 and states.count("COMPLETE") == 6  # the killed trial was reclaimed
 
 
-def test_worker_killed_before_its_first_heartbeat_does_not_block_the_others(run, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_worker_killed_before_its_first_heartbeat_does_not_block_the_others(run, backend, request):
     """A worker that died between popping a trial and its first heartbeat leaves a RUNNING trial that Optuna's
     stale check never fails (it has no heartbeat); the next worker must reclaim it, not wait on it forever."""
     import threading
 
     import optuna
 
-    from search.table import open_storage
     from train.data import load_run_data
 
     net = ofa.load(run / "supernet.safetensors")
-    storage = f"sqlite:///{tmp_path / 'early.db'}"
+    storage = _storage(request, backend, "early")
     study = optuna.create_study(storage=open_storage(storage, 1, 2), study_name=STUDY_NAME, direction="maximize")
     for a in plan_archs(net, 4, seed=0):
         study.enqueue_trial({}, user_attrs={"key": a.key(), "arch": a.to_json()})
