@@ -47,11 +47,13 @@ def calibrate_bn(model: nn.Module, batches: Iterable, num_batches: int | None = 
 
     ``batches`` yields image tensors or (images, labels) pairs at the model's input resolution. Train/eval modes
     are left as they were. Returns a :class:`BNState`; ``with calibrate_bn(net, batches): ...`` restores the
-    previous statistics afterwards.
+    previous statistics afterwards. A network without BatchNorm runs no forward pass.
     """
     if num_batches is not None and num_batches < 1:
         raise OFAError(f"num_batches must be a positive integer, got {num_batches}")
     bns = _batchnorms(model)
+    if not bns:  # LayerNorm networks (vision transformers) keep no running statistics: nothing to estimate
+        return BNState({})
     saved = {bn: (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()) for bn in bns}
     settings = {bn: (bn.momentum, bn.training, getattr(bn, "update_running_stats", None)) for bn in bns}
     if device is None:

@@ -2,7 +2,7 @@
 
 A family writes each block once, asking a factory for its layers (``layers.conv(...)``, ``layers.bn(...)``). With
 :data:`DYNAMIC` the block's layers run on their first ``k`` channels (:mod:`ofa.layers`, :mod:`ofa.kernel`); with
-:data:`STATIC` they are plain ``Conv2d``/``BatchNorm2d``/``Linear`` of exactly the given sizes. Both builds name
+:data:`STATIC` they are plain ``Conv2d``/``BatchNorm2d``/``Linear``/``LayerNorm`` of exactly the given sizes. Both builds name
 their layers alike, so an extracted network receives its weights by name, and both run the same ``forward``, so
 extraction is exact by construction. Other factories (``deploy.SlimmableNet``'s width-switching layers) plug in
 the same way.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from .kernel import DynamicKernelConv2d
-from .layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
+from .layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLayerNorm, DynamicLinear
 
 
 def largest_kernel(kernel: int | Sequence[int]) -> int:
@@ -35,8 +35,15 @@ class Layers:
     def bn(self, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
 
-    def linear(self, cin: int, cout: int) -> nn.Module:
-        return nn.Linear(cin, cout)
+    def linear(self, cin: int, cout: int, bias: bool = True) -> nn.Module:
+        return nn.Linear(cin, cout, bias=bias)
+
+    def layer_norm(self, channels: int, eps: float = 1e-6) -> nn.Module:
+        return nn.LayerNorm(channels, eps=eps)
+
+    def patch_conv(self, cin: int, cout: int, patch: int) -> nn.Module:
+        """A convolution cutting the image into non-overlapping ``patch`` x ``patch`` patches (with bias)."""
+        return nn.Conv2d(cin, cout, patch, patch, 0, bias=True)
 
 
 class DynamicLayers(Layers):
@@ -51,8 +58,14 @@ class DynamicLayers(Layers):
     def bn(self, channels: int) -> nn.Module:
         return DynamicBatchNorm2d(channels)
 
-    def linear(self, cin: int, cout: int) -> nn.Module:
-        return DynamicLinear(cin, cout)
+    def linear(self, cin: int, cout: int, bias: bool = True) -> nn.Module:
+        return DynamicLinear(cin, cout, bias=bias)
+
+    def layer_norm(self, channels: int, eps: float = 1e-6) -> nn.Module:
+        return DynamicLayerNorm(channels, eps=eps)
+
+    def patch_conv(self, cin: int, cout: int, patch: int) -> nn.Module:
+        return DynamicConv2d(cin, cout, patch, patch, padding=0, bias=True)
 
 
 STATIC = Layers()

@@ -38,6 +38,10 @@ class DynamicKernelConv2d(nn.Conv2d):
         self.transforms = nn.ParameterDict(
             {str(k): nn.Parameter(torch.eye(k * k)) for k in sizes[:-1]})
 
+    def export_to(self, dense: nn.Conv2d) -> None:
+        """Extraction: the dense convolution's plain weight, the kernel transformations folded in."""
+        dense.weight.copy_(self.kernel_weight(dense.kernel_size[0], dense.weight.shape[0]))
+
     def kernel_weight(self, kernel: int | None = None, channels: int | None = None) -> torch.Tensor:
         """The ``(channels, 1, k, k)`` weight of kernel size ``k`` (the transformations applied)."""
         kernel = self.active_kernel if kernel is None else kernel

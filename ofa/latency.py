@@ -31,7 +31,7 @@ from typing import Any
 from .errors import OFAError
 from .io import read_json
 from .registry import get_family
-from .space import Arch
+from .space import OPTIONAL_PER_BLOCK, Arch
 
 FORMAT = "ofa-latency/1"
 
@@ -45,34 +45,33 @@ def units_of_spec(spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def distinct_units(net) -> dict[str, dict[str, Any]]:
     """Every distinct unit any arch of ``net``'s space can produce (key -> unit).
 
-    A block's unit depends on the resolution, the stem, its own stage's width, expand and kernel, and (for a
-    stage's first block) the previous stage's width; never on depth or on other stages. So, per stage, the
-    deepest arch with one (previous width, width, expand, kernel) combination, everything else largest, over
-    every resolution and stem, covers the space in a few hundred specs instead of the product of all stages.
+    A block's unit depends on the resolution, the stem, its own stage's width, expand and per-block options
+    (kernel, head count), and (for a stage's first block) the previous stage's width; never on depth or on other
+    stages. So, per stage, the deepest arch with one (previous width, width, expand, options) combination,
+    everything else largest, over every resolution and stem, covers the space in a few hundred specs instead of
+    the product of all stages.
     """
     space, largest = net.space, net.space.largest()
     out: dict[str, dict[str, Any]] = {}
     stems = space.stem if space.stem is not None else (None,)
+    optional = [name for name in OPTIONAL_PER_BLOCK if getattr(space, name) is not None]
     for resolution, stem, s in itertools.product(space.resolutions, stems, range(space.num_stages)):
         previous = space.widths[s - 1] if s > 0 else (largest.widths[0],)
-        kernels = space.kernels[s] if space.kernels is not None else (None,)
-        for w_prev, w, e, k in itertools.product(previous, space.widths[s], space.expands[s], kernels):
+        per_block = [space.expands[s]] + [getattr(space, name)[s] for name in optional]
+        for w_prev, w, *values in itertools.product(previous, space.widths[s], *per_block):
             widths = list(largest.widths)
             if s > 0:
                 widths[s - 1] = w_prev
             widths[s] = w
-            expands = list(largest.expands)
-            expands[s] = (e,) * largest.depths[s]
-            arch = replace(largest, resolution=resolution, stem=stem, widths=tuple(widths), expands=tuple(expands))
-            if k is not None:
-                arch = replace(arch, kernels=tuple((k,) * d if i == s else row
-                                                   for i, (row, d) in enumerate(zip(largest.kernels, largest.depths))))
+            rows = {name: tuple((v,) * largest.depths[s] if i == s else row
+                                for i, row in enumerate(getattr(largest, name)))
+                    for name, v in zip(["expands", *optional], values)}
+            arch = replace(largest, resolution=resolution, stem=stem, widths=tuple(widths), **rows)
             for key, unit in units_of_spec(net.plan.static_spec(arch)):
                 out.setdefault(key, unit)
     return out
 
 
-# -- the table -----------------------------------------------------------------------------------------------------
 class LatencyTable:
     """Per-unit latencies of one device; ``predict(net, arch)`` gives a subnet's batch-1 latency in ms."""
 

@@ -92,9 +92,25 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
 
 
 class DynamicLinear(nn.Linear):
-    """A linear layer over the first ``x.shape[-1]`` input features; its outputs are never pruned."""
+    """A linear layer over the first ``x.shape[-1]`` input and first ``active_out`` output features (a classifier
+    keeps ``active_out`` at all its outputs)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.active_out = out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cin = x.shape[-1]
-        weight = self.weight if cin == self.in_features else self.weight[:, :cin]
-        return F.linear(x, weight, self.bias)
+        cin, cout = x.shape[-1], self.active_out
+        weight = self.weight if (cout, cin) == tuple(self.weight.shape) else self.weight[:cout, :cin]
+        bias = None if self.bias is None else self.bias if cout == self.bias.shape[0] else self.bias[:cout]
+        return F.linear(x, weight, bias)
+
+
+class DynamicLayerNorm(nn.LayerNorm):
+    """LayerNorm over the first ``x.shape[-1]`` features: it normalises over the active channels only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[-1]
+        if c == self.normalized_shape[0]:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return F.layer_norm(x, (c,), self.weight[:c], self.bias[:c], self.eps)

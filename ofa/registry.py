@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import OFAError
 
-BUILTIN_FAMILIES = ("ofa.families.resnet", "ofa.families.mbv3")
+BUILTIN_FAMILIES = ("ofa.families.resnet", "ofa.families.mbv3", "ofa.families.vit")
 
 _SUPERNETS: dict[str, tuple[type, dict[str, Any]]] = {}
 _FAMILIES: dict[str, Any] = {}

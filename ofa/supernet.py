@@ -3,7 +3,8 @@
 A family subclass builds its layers (its blocks with :data:`ofa.factory.DYNAMIC`) and implements ``_apply_arch``
 (set every layer's active channels), ``_forward`` and ``channel_groups``; its ``plan`` (no tensors) knows the
 space, static specs and costs. ``extract`` builds the family's dense network from the same blocks with plain
-layers and copies the first channels in by name (elastic kernels folded), so extraction is exact by construction.
+layers and copies the first channels in by name (elastic kernels folded, position embeddings resampled by the
+modules' ``export_to``), so extraction is exact by construction.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import torch
 from torch import nn
 
 from .errors import OFAError
-from .kernel import DynamicKernelConv2d
 from .layers import DynamicBatchNorm2d
 from .registry import static_class
 from .space import Arch, SearchSpace
@@ -119,14 +119,15 @@ class Supernet(nn.Module):
         arch = self.active_arch if arch is None else self.space.validate(arch)
         static = static_class(self.family)(self.static_description(arch))
         source = self.state_dict()
-        elastic_kernels = {name: m for name, m in self.named_modules() if isinstance(m, DynamicKernelConv2d)}
+        # Modules whose dense weights are not a slice of their own (elastic kernels, a resampled position
+        # embedding) write them with export_to(dense module of the same name).
+        exporters = {name: m for name, m in self.named_modules() if hasattr(m, "export_to")}
         with torch.no_grad():
             for key, target in static.state_dict().items():
                 target.copy_(source[key][tuple(slice(0, n) for n in target.shape)])
-            for name, target in static.named_modules():  # fold the kernel transformations into plain weights
-                if name in elastic_kernels:
-                    target.weight.copy_(elastic_kernels[name].kernel_weight(target.kernel_size[0],
-                                                                            target.weight.shape[0]))
+            for name, target in static.named_modules():
+                if name in exporters:
+                    exporters[name].export_to(target)
         static.to(next(self.parameters()).device)
         static.train(self.training)
         if calib_batches is not None:
