@@ -37,7 +37,7 @@ from torch import nn
 
 from ofa.errors import OFAError, WeightsError
 from ofa.io import atomic_write, read_json
-from ofa.registry import static_class
+from ofa.registry import get_family, static_class
 from ofa.static import conv_bn_pairs
 
 from .slim_layers import SLIM_LAYERS, SlimBatchNorm2d, SlimLayers, WidthSwitch, derive_fast, drop_fast
@@ -62,6 +62,10 @@ def check_nested(descriptions: Sequence[Mapping[str, Any]], names: Sequence[str]
     the next has, with at least as many channels (a prefix) and the same kernel size. Works for every family.
     Returns the dense networks, built on the meta device (shapes only)."""
     names = list(names) if names is not None else [f"width{i}" for i in range(len(descriptions))]
+    family = get_family(descriptions[0]["spec"]["family"]) if descriptions else None
+    if family is not None and not family.slimmable:
+        raise OFAError(f"runtime width is not available for the {family.name} family yet; deploy its subnets as "
+                       "separate networks (without --slimmable)")
     nets = [_dense_on_meta(d) for d in descriptions]
     for i in range(len(nets) - 1):
         small, large, where = descriptions[i]["spec"], descriptions[i + 1]["spec"], f"{names[i]} -> {names[i + 1]}"

@@ -2,9 +2,9 @@
 
 Elastic width keeps the first ``k`` channels, so before a phase widens the elastic width the channels of every
 group are re-ordered by importance. A :class:`ChannelGroup` is a set of channels written by one or more producers
-(a convolution and its BatchNorm; several when a residual addition ties them) and read by consumers (the next
-convolutions or the classifier). Permuting producers' output channels and consumers' input channels together
-leaves the network's outputs unchanged.
+(a convolution and its BatchNorm, or a linear layer alone; several when a residual addition ties them) and read by
+consumers (the next convolutions or linear layers). Permuting producers' output channels and consumers' input
+channels together leaves the network's outputs unchanged. A :class:`HeadGroup` moves attention heads whole.
 """
 
 from __future__ import annotations
@@ -23,15 +23,22 @@ CRITERIA = ("l1", "bn", "taylor", "fpgm")
 
 @dataclass
 class ChannelGroup:
-    producers: list[tuple[nn.Module, nn.Module]]
+    producers: list[tuple[nn.Module, nn.Module | None]]  # (layer, its BatchNorm or None)
     consumers: list[nn.Module]
     name: str = ""
-    # Depthwise layers (and their BN) that carry the channels through unchanged: permuted on their outputs.
+    # Layers that carry the channels through unchanged (depthwise convolutions, BN, LayerNorm): permuted on
+    # their outputs.
     passthrough: list[nn.Module] = field(default_factory=list)
+    # Parameters whose last dimension is these channels (a transformer's class token and position embedding).
+    embeddings: list[nn.Parameter] = field(default_factory=list)
 
     @property
     def size(self) -> int:
         return self.producers[0][0].weight.shape[0]
+
+    def per_channel(self, score: torch.Tensor) -> torch.Tensor:
+        """A producer's per-output-row score as one score per channel of the group."""
+        return score
 
     @torch.no_grad()
     def permute(self, perm: torch.Tensor) -> None:
@@ -42,9 +49,37 @@ class ChannelGroup:
             _permute_out(layer, perm)
         for layer in self.consumers:
             layer.weight.copy_(layer.weight[:, perm])
+        for embedding in self.embeddings:
+            embedding.copy_(embedding[..., perm])
 
 
-def _permute_out(layer: nn.Module, perm: torch.Tensor) -> None:
+@dataclass
+class HeadGroup(ChannelGroup):
+    """The attention heads of one block, moved whole: a head's ``3 * head_dim`` rows of a head-major QKV layer
+    (the producer) and its ``head_dim`` input columns of the output projection (the consumer)."""
+
+    head_dim: int = 1
+
+    @property
+    def size(self) -> int:
+        return self.producers[0][0].weight.shape[0] // (3 * self.head_dim)
+
+    def per_channel(self, score: torch.Tensor) -> torch.Tensor:
+        return score.view(self.size, -1).sum(1)
+
+    def _expand(self, perm: torch.Tensor, width: int) -> torch.Tensor:
+        return (perm[:, None] * width + torch.arange(width, device=perm.device)).flatten()
+
+    @torch.no_grad()
+    def permute(self, perm: torch.Tensor) -> None:
+        rows, cols = self._expand(perm, 3 * self.head_dim), self._expand(perm, self.head_dim)
+        for layer, _ in self.producers:
+            _permute_out(layer, rows)
+        for layer in self.consumers:
+            layer.weight.copy_(layer.weight[:, cols])
+
+
+def _permute_out(layer: nn.Module | None, perm: torch.Tensor) -> None:
     for name in ("weight", "bias", "running_mean", "running_var"):
         t = getattr(layer, name, None)
         if t is not None:
@@ -114,6 +149,9 @@ def channel_importance(net: nn.Module, criterion: str = "l1", batches: Iterable 
     if criterion not in CRITERIA:
         raise OFAError(f"unknown channel-importance criterion {criterion!r}; allowed: {list(CRITERIA)}")
     groups = net.channel_groups()
+    if criterion in ("bn", "taylor") and any(bn is None for g in groups for _, bn in g.producers):
+        raise OFAError(f"criterion {criterion!r} scores the BatchNorm after each layer, and {net.family} networks "
+                       "have layers without one; use l1 or fpgm")
     if criterion == "taylor":
         with net.active(net.space.largest()):
             taylor = _taylor_scores(net, groups, batches, num_batches)
@@ -122,7 +160,7 @@ def channel_importance(net: nn.Module, criterion: str = "l1", batches: Iterable 
     for group in groups:
         total = torch.zeros(group.size, device=group.producers[0][0].weight.device)
         for conv, bn in group.producers:
-            score = taylor[bn] if criterion == "taylor" else per_producer(conv, bn)
+            score = group.per_channel(taylor[bn] if criterion == "taylor" else per_producer(conv, bn))
             # Normalise so that producers of different scales weigh alike in a tied group.
             total += score / score.sum().clamp_min(1e-12)
         result.append((group, total))

@@ -148,11 +148,50 @@ def test_latency_units_cover_the_space_and_build():
     x = torch.randn(1, 1, arch.resolution, arch.resolution)
     with torch.no_grad():
         y = x
-        for (key, unit), source in zip(family.latency_units(dense.spec),
-                                       [None] + list(dense.blocks) + [None]):
+        for (_, unit), source in zip(family.latency_units(dense.spec),
+                                     [None] + list(dense.blocks) + [None]):
             module, shape = family.build_unit(unit)
             assert tuple(y.shape[1:]) == shape
             # the embedding and head units name their layers as the network does; a block as a block does
             module.load_state_dict((source or dense).state_dict(), strict=source is not None)
             y = module.eval()(y)
         assert torch.allclose(y, dense(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "fpgm"])
+def test_sorting_moves_heads_whole_and_keeps_the_function(criterion):
+    torch.manual_seed(0)
+    net = ofa.create_supernet("ofa_vit_tiny").eval()
+    _randomize_norms(net)
+    with torch.no_grad():  # make head 3 of block 0 the most important, so that it must move first
+        net.blocks[0].attn.qkv.weight[3 * 3 * 16:] *= 5
+    x = torch.randn(2, 1, 32, 32)
+    archs = [net.space.sample(i) for i in range(5)]
+    with torch.no_grad():
+        before = net(x)
+        smaller = []
+        for a in archs:
+            with net.active(a):
+                smaller.append(net(torch.randn(1, 1, a.resolution, a.resolution, generator=torch.Generator().manual_seed(1))))
+        perms = ofa.sort_channels(net, criterion)
+        assert perms["block0.heads"][0] == 3 and sorted(perms["block0.heads"]) == [0, 1, 2, 3]
+        assert sorted(perms["embed"]) == list(range(64)) and sorted(perms["block2.mlp"]) == list(range(128))
+        assert (net(x) - before).abs().max() <= 1e-5  # the largest arch computes the same function
+        changed = [not torch.allclose(s, net.extract(a)(torch.randn(1, 1, a.resolution, a.resolution,
+                                                         generator=torch.Generator().manual_seed(1))), atol=1e-5)
+                   for a, s in zip(archs, smaller)]
+        assert any(changed)  # smaller archs now keep other (more important) channels
+
+
+def test_bn_based_criteria_are_rejected_for_layernorm_networks():
+    with pytest.raises(ofa.OFAError, match="use l1 or fpgm"):
+        ofa.sort_channels(ofa.create_supernet("ofa_vit_tiny"), "bn")
+
+
+def test_runtime_width_is_refused_with_a_clear_error():
+    from deploy.slimmable import SlimmableNet
+
+    net = ofa.create_supernet("ofa_vit_tiny")
+    chain = [net.extract(net.space.smallest()), net.extract(net.space.largest())]
+    with pytest.raises(ofa.OFAError, match="runtime width is not available for the vit family"):
+        SlimmableNet.from_dense(chain)

@@ -47,6 +47,8 @@ class ViTFamily(Family):
     supernet = OFAViT
     dense = StaticViT
     timm_supported = vit_timm.SUPPORTED
+    # Runtime width would also need per-width class tokens and position embeddings (one per resolution): not yet.
+    slimmable = False
 
     def latency_units(self, spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """Embedding, every block, head. A key names every shape that changes the unit's time: embedding width,

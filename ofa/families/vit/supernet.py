@@ -12,6 +12,7 @@ from torch import nn
 
 from ...errors import OFAError
 from ...factory import DYNAMIC
+from ...sorting import ChannelGroup, HeadGroup
 from ...space import Arch
 from ...supernet import Supernet
 from .dense import ViTLayout
@@ -83,6 +84,18 @@ class OFAViT(ViTLayout, Supernet):
         grid = dense.resolution // self.plan.patch_size
         dense.pos_embed.copy_(resample_position(self.pos_embed, grid)[..., :dense.pos_embed.shape[-1]])
 
-    def channel_groups(self) -> list:
-        raise OFAError("channel sorting is not implemented for the vit family yet; leave sort_criterion unset "
-                       "(sort_criterion: none) for vision transformers")
+    def channel_groups(self) -> list[ChannelGroup]:
+        """The embedding channels (the residual stream: written by the patch embedding, every attention
+        projection and MLP output, carried by the class token, position embedding and every LayerNorm, read by
+        every QKV and first MLP layer and the head), each block's heads (moved whole) and MLP hidden channels."""
+        embed = ChannelGroup([(self.patch_embed.proj, None)], [self.head], name="embed",
+                             passthrough=[self.norm], embeddings=[self.cls_token, self.pos_embed])
+        groups: list[ChannelGroup] = [embed]
+        for b, block in enumerate(self.blocks):
+            embed.producers += [(block.attn.proj, None), (block.mlp.fc2, None)]
+            embed.consumers += [block.attn.qkv, block.mlp.fc1]
+            embed.passthrough += [block.norm1, block.norm2]
+            groups.append(HeadGroup([(block.attn.qkv, None)], [block.attn.proj], name=f"block{b}.heads",
+                                    head_dim=self.plan.head_dim))
+            groups.append(ChannelGroup([(block.mlp.fc1, None)], [block.mlp.fc2], name=f"block{b}.mlp"))
+        return groups
