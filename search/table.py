@@ -112,7 +112,7 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 60)
                                               heartbeat_interval=heartbeat_interval, grace_period=grace_period)
         except ImportError as e:
             raise OFAError(f"storage {url!r} needs a database driver that is not installed ({e}); "
-                           "for PostgreSQL: pip install 'ofa-supernet[postgres]' (psycopg 3)") from None
+                           "for PostgreSQL: pip install 'psycopg[binary]' (this project's postgres extra)") from None
         except Exception as e:  # workers started together race to create the schema: the loser retries
             if attempt == 4:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
