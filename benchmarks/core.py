@@ -24,7 +24,7 @@ import torch
 import ofa
 
 GOALS = {"ratio_largest": 1.05, "ratio_mid": 1.15, "count_macs_per_s": 5000}
-DEFAULT_SUPERNETS = ["ofa_resnet_tiny", "ofa_resnet18", "ofa_resnet50"]
+DEFAULT_SUPERNETS = ["ofa_resnet_tiny", "ofa_resnet18", "ofa_resnet50", "ofa_mbv3_tiny", "ofa_vit_tiny"]
 
 
 def _sync(device: torch.device) -> None:

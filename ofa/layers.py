@@ -98,12 +98,21 @@ class DynamicLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.active_out = out_features
+        self._slice_cache: tuple | None = None
+
+    def _sliced_weight(self, cout: int, cin: int) -> torch.Tensor:
+        weight = self.weight
+        if (cout, cin) == tuple(weight.shape):
+            return weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return weight[:cout, :cin]
+        key = (cout, cin, weight._version, weight.data_ptr(), weight.device, weight.dtype)
+        return cached_eval_weight(self, "_slice_cache", key, lambda: weight[:cout, :cin])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin, cout = x.shape[-1], self.active_out
-        weight = self.weight if (cout, cin) == tuple(self.weight.shape) else self.weight[:cout, :cin]
         bias = None if self.bias is None else self.bias if cout == self.bias.shape[0] else self.bias[:cout]
-        return F.linear(x, weight, bias)
+        return F.linear(x, self._sliced_weight(cout, cin), bias)
 
 
 class DynamicLayerNorm(nn.LayerNorm):

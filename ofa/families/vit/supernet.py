@@ -12,6 +12,7 @@ from torch import nn
 
 from ...errors import OFAError
 from ...factory import DYNAMIC
+from ...layers import cached_eval_weight
 from ...sorting import ChannelGroup, HeadGroup
 from ...space import Arch
 from ...supernet import Supernet
@@ -73,7 +74,13 @@ class OFAViT(ViTLayout, Supernet):
 
     def class_and_position(self, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.patch_embed.proj.active_out
-        return self.cls_token[..., :k], resample_position(self.pos_embed, grid)[..., :k]
+        pos = self.pos_embed
+        if torch.is_grad_enabled() and pos.requires_grad:
+            return self.cls_token[..., :k], resample_position(pos, grid)[..., :k]
+        # Evaluation: resample (bicubic) and slice once per grid and width, not on every forward
+        key = (grid, k, pos._version, pos.data_ptr(), pos.device, pos.dtype)
+        return self.cls_token[..., :k], cached_eval_weight(
+            self, "_position_cache", key, lambda: resample_position(pos, grid)[..., :k])
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_layout(x, self.active_arch.depths)
