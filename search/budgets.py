@@ -9,7 +9,8 @@ that names the smallest achievable cost.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,11 +192,7 @@ def load_latency_tables(budgets: Sequence[Budget], run_dir: str | Path | None,
     except ImportError:
         raise OFAError("latency budgets need ofa.latency.LatencyTable, which this installation lacks; "
                        "use macs= or params= budgets") from None
-    luts = dict(luts or {})
-    found = dict(luts)
-    if run_dir is not None and (Path(run_dir) / "latency").is_dir():
-        for p in sorted((Path(run_dir) / "latency").glob("*.json")):
-            found.setdefault(p.stem, str(p))
+    found = _known_tables(run_dir, luts)
     tables = {}
     for device in wanted:
         if device not in found:
@@ -204,6 +201,46 @@ def load_latency_tables(budgets: Sequence[Budget], run_dir: str | Path | None,
                            f"RUN/latency/{device}.json with `ofa profile`)")
         tables[device] = LatencyTable.load(found[device])
     return tables
+
+
+def _known_tables(run_dir: str | Path | None, luts: Mapping[str, str] | None) -> dict[str, str]:
+    """DEVICE -> latency table path: ``luts`` first, then RUN/latency/DEVICE.json."""
+    found = dict(luts or {})
+    if run_dir is not None and (Path(run_dir) / "latency").is_dir():
+        for p in sorted((Path(run_dir) / "latency").glob("*.json")):
+            found.setdefault(p.stem, str(p))
+    return found
+
+
+def latency_attrs(net, run_dir: str | Path | None,
+                  luts: Mapping[str, str] | None = None) -> Callable[[Arch], dict[str, float]]:
+    """For the dashboard: arch -> ``{"latency_ms@DEVICE": predicted ms}`` on every device with a table (``luts``,
+    RUN/latency/*.json). Shown only, never used to decide, so a table that does not load or does not fit this
+    supernet is left out with a warning instead of stopping the measurement."""
+    from ofa.latency import LatencyTable
+
+    tables = {}
+    for device, path in _known_tables(run_dir, luts).items():
+        try:
+            table = LatencyTable.load(path)
+            table.predict(net, net.space.smallest())
+            table.predict(net, net.space.largest())
+        except (OFAError, KeyError) as e:
+            print(f"warning: latency table {path} left out of the measured table's attributes: {e}",
+                  file=sys.stderr)
+            continue
+        tables[device] = table
+
+    def attrs(arch: Arch) -> dict[str, float]:
+        out = {}
+        for device, table in tables.items():
+            try:
+                out[f"latency_ms@{device}"] = round(table.predict(net, arch), 4)
+            except (OFAError, KeyError):  # a unit this table lacks: not shown
+                pass
+        return out
+
+    return attrs
 
 
 def parse_luts(items: Sequence[str] | None) -> dict[str, str]:

@@ -24,19 +24,22 @@ def _params(genes: GeneSpace, arch: Arch) -> tuple[dict, dict]:
     return values, {g.name: CategoricalDistribution(g.choices) for g in genes.genes}
 
 
-def _replace_study(storage, name: str, directions: list[str]) -> optuna.Study:
+def _replace_study(storage, name: str, directions: list[str], metric_names: list[str]) -> optuna.Study:
     try:
         optuna.delete_study(study_name=name, storage=storage)
     except KeyError:
         pass
-    return optuna.create_study(study_name=name, storage=storage, directions=directions)
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+    study.set_metric_names(metric_names)  # what the dashboard labels the values with
+    return study
 
 
-def record_device(storage, device: str, genes: GeneSpace, candidates: Sequence[dict], direction: str) -> str:
+def record_device(storage, device: str, genes: GeneSpace, candidates: Sequence[dict], direction: str,
+                  metric: str = "top1") -> str:
     """Study ``search:DEVICE``: one trial per candidate dict (``arch``, ``predicted``, ``violations`` and any
     further user attributes, e.g. ``chosen``, ``val_top1``, ``macs``). Returns the study name."""
     name = f"search:{device}"
-    study = _replace_study(storage, name, [direction])
+    study = _replace_study(storage, name, [direction], [f"predicted_{metric}"])
     trials = []
     for c in candidates:
         params, distributions = _params(genes, c["arch"])
@@ -48,10 +51,11 @@ def record_device(storage, device: str, genes: GeneSpace, candidates: Sequence[d
     return name
 
 
-def record_front(storage, cost_kind: str, genes: GeneSpace, front: Sequence[dict], direction: str) -> str:
+def record_front(storage, cost_kind: str, genes: GeneSpace, front: Sequence[dict], direction: str,
+                 metric: str = "top1") -> str:
     """Study ``search-front:COST_KIND``: the Pareto front (predicted metric vs cost), one trial per point."""
     name = f"search-front:{cost_kind}"
-    study = _replace_study(storage, name, [direction, "minimize"])
+    study = _replace_study(storage, name, [direction, "minimize"], [f"predicted_{metric}", cost_kind])
     trials = []
     for point in front:
         params, distributions = _params(genes, point["arch"])
@@ -77,9 +81,9 @@ def record_search(store, genes: GeneSpace, costs, choices: Sequence, front: Sequ
             rows.append(_candidate(metric, costs, c.budget, c.arch, c.predicted, None, chosen=True))
         if c.measured is not None:
             next(r for r in rows if r["chosen"])["test_top1"] = c.measured.top1
-        record_device(store, c.budget.name, genes, rows, direction)
+        record_device(store, c.budget.name, genes, rows, direction, metric)
     for kind in sorted({r["cost_kind"] for r in front}):
-        record_front(store, kind, genes, [r for r in front if r["cost_kind"] == kind], direction)
+        record_front(store, kind, genes, [r for r in front if r["cost_kind"] == kind], direction, metric)
 
 
 def _candidate(metric: str, costs, budget, arch: Arch, predicted: float, val, chosen: bool) -> dict:

@@ -220,17 +220,23 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
                   calib_batches: int = 4, batch_size: int = 128, val_limit: int | None = None,
                   heartbeat_interval: int = 10, grace_period: int = 60, stale_after: float = 1800.0,
                   poll_seconds: float = 2.0, max_measurements: int | None = None, progress: bool = True,
-                  on_measured: Callable[[Arch, ofa.Metrics], None] | None = None, device: str | None = None) -> int:
+                  on_measured: Callable[[Arch, ofa.Metrics], None] | None = None, device: str | None = None,
+                  attrs: Callable[[Arch], dict] | None = None) -> int:
     """Run one measurement worker until every planned arch is measured; returns how many it measured.
 
     Start it in several processes on the same ``storage`` to share the work. ``max_measurements`` stops this
     worker early (the rest stays queued for others or a restart). ``device`` moves ``net`` there (e.g. "cuda").
+    ``attrs(arch)``: further user attributes of a measured arch (e.g. its predicted latencies, for the dashboard).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # the loop below records heartbeats itself (_Heartbeat), which Optuna warns about outside study.optimize
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     store = open_storage(storage, heartbeat_interval, grace_period)
     study = optuna.create_study(storage=store, study_name=study_name, direction="maximize", load_if_exists=True)
+    if study.metric_names is None:  # the first worker says what the dashboard shows
+        study.set_metric_names(["val_top1"])
+        study.set_user_attr("contents", "accuracy table: BN-calibrated validation top-1 of subnets, one trial each")
+        study.set_user_attr("supernet", getattr(net, "name", type(net).__name__))
     planned = plan_archs(net, count, seed)
     planned_keys = {a.key() for a in planned}
     home = next(net.parameters()).device
@@ -273,9 +279,11 @@ def measure_table(net, data, storage: str, count: int, seed: int = 0, study_name
                 _finish(study, trial, TrialState.FAIL)  # re-enqueued by the next worker that looks
                 raise
             macs, params = net.costs(arch)
+            extra = attrs(arch) if attrs is not None else {}
             try:
-                for name, value in (("macs", macs), ("params", params), ("loss", m.loss), ("ci_low", m.ci_low),
-                                    ("ci_high", m.ci_high), ("n", m.total), ("resolution", arch.resolution)):
+                for name, value in (("macs", macs), ("params", params), ("top1", m.top1), ("loss", m.loss),
+                                    ("ci_low", m.ci_low), ("ci_high", m.ci_high), ("n", m.total),
+                                    ("resolution", arch.resolution), *extra.items()):
                     trial.set_user_attr(name, value)
                 study.tell(trial, m.top1)
             except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # ValueError: tell on a FAIL trial

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from ofa import OFAError
 
+from .budgets import latency_attrs
 from .table import STUDY_NAME, _progress, _update, measure_table, open_storage, plan_archs
 
 USER_ERROR = 2  # the exit code of an OFAError: restarting would repeat it
@@ -78,6 +79,8 @@ def worker_command(cfg, storage: str, device: str) -> list[str]:
             "--stale-after", str(cfg.stale_after), "--measure-device", device]
     if cfg.val_limit is not None:
         argv += ["--val-limit", str(cfg.val_limit)]
+    for lut_device, path in cfg.luts.items():  # their predictions are recorded beside each measurement
+        argv += ["--lut", f"{lut_device}={path}"]
     return argv
 
 
@@ -99,7 +102,8 @@ def measure_with_workers(cfg, net, data, storage: str) -> None:
     measure_table(net, data, storage, cfg.table_size, seed=cfg.seed, calib_batches=cfg.calib_batches,
                   batch_size=cfg.batch_size, val_limit=cfg.val_limit, heartbeat_interval=cfg.heartbeat_interval,
                   grace_period=cfg.grace_period, stale_after=cfg.stale_after,
-                  progress=cfg.progress and cfg.workers == 1, device=device)  # one bar: the workers' when N > 1
+                  progress=cfg.progress and cfg.workers == 1, device=device,  # one bar: the workers' when N > 1
+                  attrs=latency_attrs(net, cfg.run_dir, cfg.luts))
 
 
 def run_workers(cfg, storage: str, planned_keys: set[str], poll_seconds: float = 1.0) -> int:

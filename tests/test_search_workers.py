@@ -17,7 +17,7 @@ from test_search_table import MEASURE, _trials, _worker, run  # noqa: F401  (run
 import ofa
 from search.table import BEATING, WORKER, measure_table, open_storage, read_table
 
-TABLE, VAL = 8, 750  # the whole validation split: a measurement long enough (~1 s) for a kill to land inside it
+TABLE, VAL = 6, 750  # the whole validation split: a measurement long enough (~1 s) for a kill to land inside it
 
 
 @pytest.fixture(scope="module")
