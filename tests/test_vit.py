@@ -195,3 +195,19 @@ def test_runtime_width_is_refused_with_a_clear_error():
     chain = [net.extract(net.space.smallest()), net.extract(net.space.largest())]
     with pytest.raises(ofa.OFAError, match="runtime width is not available for the vit family"):
         SlimmableNet.from_dense(chain)
+
+
+def test_the_shipped_schedule_trains_and_sorts_heads_before_widening(tmp_path):
+    from train.config import read_config
+    from train.trainer import train
+
+    config = read_config("configs/vit_tiny_cpu.yaml")
+    config.update(batch_size=16, max_steps_per_epoch=2, checkpoint_every=100,
+                  eval={"calib_images": 32, "val_images": 48, "batch_size": 48})
+    config["phases"] = [dict(p, epochs=1, warmup_epochs=0) for p in config["phases"] if p["name"] in ("full", "heads")]
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.global_step == 4
+    ckpt = torch.load(sorted((tmp_path / "run" / "checkpoints").glob("step*.pt"))[-1], weights_only=True)
+    assert ckpt["sorted_phases"] == [1]  # heads and MLP channels sorted before the phase that widens them
+    net = ofa.load(tmp_path / "run" / "supernet.safetensors")
+    assert net.family == "vit" and {r["subnet"] for r in result.metrics} == {"largest", "middle", "smallest"}
