@@ -3,6 +3,8 @@ equal to FlopCounterMode, ONNX export, save/load, latency units and no BN calibr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -11,6 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import ofa
 from ofa.latency import distinct_units
 from ofa.registry import get_family
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _randomize_norms(net: torch.nn.Module, seed: int = 0) -> None:
@@ -201,7 +205,7 @@ def test_the_shipped_schedule_trains_and_sorts_heads_before_widening(tmp_path):
     from train.config import read_config
     from train.trainer import train
 
-    config = read_config("configs/vit_tiny_cpu.yaml")
+    config = read_config(CONFIGS / "vit_tiny_cpu.yaml")
     config.update(batch_size=16, max_steps_per_epoch=2, checkpoint_every=100,
                   eval={"calib_images": 32, "val_images": 48, "batch_size": 48})
     config["phases"] = [dict(p, epochs=1, warmup_epochs=0) for p in config["phases"] if p["name"] in ("full", "heads")]
@@ -211,3 +215,13 @@ def test_the_shipped_schedule_trains_and_sorts_heads_before_widening(tmp_path):
     assert ckpt["sorted_phases"] == [1]  # heads and MLP channels sorted before the phase that widens them
     net = ofa.load(tmp_path / "run" / "supernet.safetensors")
     assert net.family == "vit" and {r["subnet"] for r in result.metrics} == {"largest", "middle", "smallest"}
+
+
+def test_deit_imagenet_config_opens_the_imported_space_phase_by_phase():
+    from train.config import phase_space, read_config, resolve_config
+
+    config = resolve_config(read_config(CONFIGS / "deit_imagenet.yaml"))
+    net = ofa.from_timm(config["timm"]["name"])
+    spaces = [phase_space(net.space, phase) for phase in config["phases"]]
+    assert spaces[-1] == net.space  # the last phase trains the whole space
+    assert [len(s.heads[0]) for s in spaces] == [1, 3, 3] and [len(s.widths[0]) for s in spaces] == [1, 1, 2]
