@@ -50,14 +50,18 @@ class _Slim:
 
     def views(self) -> tuple:
         if self._views is None:
-            self._views = [None if shape is None else self._view(shape) for shape in self.shapes]
+            self._views = [None if shape is None else self._view_width(i) for i, shape in enumerate(self.shapes)]
         return self._views[self.switch.index]
+
+    def _view_width(self, width: int) -> tuple:
+        return self._view(self.shapes[width])
 
 
 class SlimConv2d(_Slim, nn.Conv2d):
     def __init__(self, switch: WidthSwitch, num_widths: int, cin: int, cout: int, kernel: int, stride: int = 1,
-                 groups: int = 1, bias: bool = False) -> None:
-        super().__init__(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=bias)
+                 groups: int = 1, bias: bool = False, padding: int | None = None) -> None:
+        super().__init__(cin, cout, kernel, stride, kernel // 2 if padding is None else padding, groups=groups,
+                         bias=bias)
         self._init_slim(switch, num_widths)
 
     def set_shape(self, width: int, dense: nn.Conv2d) -> None:
@@ -88,6 +92,12 @@ class SlimBatchNorm2d(_Slim, nn.Module):
         self.shapes[width] = (width, dense.num_features)
         self.eps = dense.eps
 
+    def load_width(self, width: int, dense: nn.BatchNorm2d) -> None:
+        """The width's own (calibrated) statistics."""
+        c = dense.num_features
+        self.running_mean[width, :c] = dense.running_mean
+        self.running_var[width, :c] = dense.running_var
+
     def _view(self, shape: tuple) -> tuple:
         width, c = shape
         return self.running_mean[width, :c], self.running_var[width, :c], self.weight[:c], self.bias[:c]
@@ -100,22 +110,70 @@ class SlimBatchNorm2d(_Slim, nn.Module):
 
 
 class SlimLinear(_Slim, nn.Linear):
-    def __init__(self, switch: WidthSwitch, num_widths: int, cin: int, cout: int) -> None:
-        super().__init__(cin, cout)
+    def __init__(self, switch: WidthSwitch, num_widths: int, cin: int, cout: int, bias: bool = True) -> None:
+        super().__init__(cin, cout, bias=bias)
         self._init_slim(switch, num_widths)
 
     def set_shape(self, width: int, dense: nn.Linear) -> None:
-        self.shapes[width] = (dense.in_features,)
+        self.shapes[width] = (dense.in_features, dense.out_features)
 
     def _view(self, shape: tuple) -> tuple:
-        return self.weight[:, :shape[0]], self.bias
+        cin, cout = shape
+        return self.weight[:cout, :cin], None if self.bias is None else self.bias[:cout]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.views() if self.fast is None else self.fast[self.switch.index]
         return F.linear(x, weight, bias)
 
 
-SLIM_LAYERS = (SlimConv2d, SlimBatchNorm2d, SlimLinear)
+class SlimLayerNorm(_Slim, nn.LayerNorm):
+    """LayerNorm over each width's first channels (prefixes of the stored affine parameters: no copies)."""
+
+    def __init__(self, switch: WidthSwitch, num_widths: int, channels: int, eps: float) -> None:
+        super().__init__(channels, eps=eps)
+        self._init_slim(switch, num_widths)
+
+    def set_shape(self, width: int, dense: nn.LayerNorm) -> None:
+        self.shapes[width] = (dense.normalized_shape[0],)
+
+    def _view(self, shape: tuple) -> tuple:
+        return shape, self.weight[:shape[0]], self.bias[:shape[0]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape, weight, bias = self.views()
+        return F.layer_norm(x, shape, weight, bias, self.eps)
+
+
+class SlimTokens(_Slim, nn.Module):
+    """A transformer's class token (one, sliced per width) and one position embedding per width (``pos_embed[i]``,
+    padded to the largest token count and width): a smaller resolution's table is resampled, not a slice."""
+
+    def __init__(self, switch: WidthSwitch, num_widths: int, tokens: int, channels: int) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, channels))
+        self.pos_embed = nn.Parameter(torch.zeros(num_widths, tokens, channels))
+        self._init_slim(switch, num_widths)
+
+    def set_shape(self, width: int, dense: nn.Module) -> None:
+        tokens, channels = dense.pos_embed.shape[1:]
+        if tokens > self.pos_embed.shape[1]:  # a width at a larger resolution than the largest width's
+            self.pos_embed = nn.Parameter(torch.zeros(len(self.shapes), tokens, self.pos_embed.shape[2]))
+        self.shapes[width] = (tokens, channels)
+
+    def load_width(self, width: int, dense: nn.Module) -> None:
+        tokens, channels = self.shapes[width]
+        self.pos_embed[width, :tokens, :channels] = dense.pos_embed[0]
+
+    def _view_width(self, width: int) -> tuple:
+        tokens, channels = self.shapes[width]
+        return self.cls_token[..., :channels], self.pos_embed[width, :tokens, :channels][None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cls, pos = self.views() if self.fast is None else self.fast[self.switch.index]
+        return torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1) + pos
+
+
+SLIM_LAYERS = (SlimConv2d, SlimBatchNorm2d, SlimLinear, SlimLayerNorm, SlimTokens)
 
 
 class SlimLayers(Layers):
@@ -134,8 +192,17 @@ class SlimLayers(Layers):
     def bn(self, channels: int) -> nn.Module:
         return SlimBatchNorm2d(self.switch, self.num_widths, channels)
 
-    def linear(self, cin: int, cout: int) -> nn.Module:
-        return SlimLinear(self.switch, self.num_widths, cin, cout)
+    def linear(self, cin: int, cout: int, bias: bool = True) -> nn.Module:
+        return SlimLinear(self.switch, self.num_widths, cin, cout, bias)
+
+    def layer_norm(self, channels: int, eps: float = 1e-6) -> nn.Module:
+        return SlimLayerNorm(self.switch, self.num_widths, channels, eps)
+
+    def patch_conv(self, cin: int, cout: int, patch: int) -> nn.Module:
+        return SlimConv2d(self.switch, self.num_widths, cin, cout, patch, patch, bias=True, padding=0)
+
+    def tokens(self, tokens: int, channels: int) -> nn.Module:
+        return SlimTokens(self.switch, self.num_widths, tokens, channels)
 
 
 def derive_fast(body: nn.Module, pairs: Sequence[tuple[str, str]]) -> None:
@@ -156,10 +223,10 @@ def derive_fast(body: nn.Module, pairs: Sequence[tuple[str, str]]) -> None:
                 if bn is not None:
                     folded[bn_of[name]] = [shape is not None and bn.shapes[i] is not None
                                            for i, shape in enumerate(module.shapes)]
-            elif isinstance(module, SlimLinear):
-                module.fast = [None if shape is None else (module.weight[:, :shape[0]].contiguous(),
-                                                           None if module.bias is None else module.bias.detach())
-                               for shape in module.shapes]
+            elif isinstance(module, (SlimLinear, SlimTokens)):
+                module.fast = [None if shape is None else tuple(None if t is None else t.detach().contiguous()
+                                                                for t in module._view_width(i))
+                               for i, shape in enumerate(module.shapes)]
         for name, module in modules.items():
             if isinstance(module, SlimBatchNorm2d):
                 module.fast = folded.get(name, [False] * len(module.shapes))

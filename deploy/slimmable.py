@@ -37,14 +37,16 @@ from torch import nn
 
 from ofa.errors import OFAError, WeightsError
 from ofa.io import atomic_write, read_json
-from ofa.registry import get_family, static_class
+from ofa.registry import static_class
 from ofa.static import conv_bn_pairs
 
 from .slim_layers import SLIM_LAYERS, SlimBatchNorm2d, SlimLayers, WidthSwitch, derive_fast, drop_fast
 
 FORMAT = "ofa-slimmable/2"
 MODES = ("fast", "lean")
-_STATS = ("running_mean", "running_var", "num_batches_tracked")
+# Tensors stored once per width (a width's BN statistics, a transformer width's position embedding), not as one
+# largest tensor whose prefixes every width runs on.
+_STATS = ("running_mean", "running_var", "num_batches_tracked", "pos_embed")
 
 
 def _is_stat(key: str) -> bool:
@@ -62,10 +64,6 @@ def check_nested(descriptions: Sequence[Mapping[str, Any]], names: Sequence[str]
     the next has, with at least as many channels (a prefix) and the same kernel size. Works for every family.
     Returns the dense networks, built on the meta device (shapes only)."""
     names = list(names) if names is not None else [f"width{i}" for i in range(len(descriptions))]
-    family = get_family(descriptions[0]["spec"]["family"]) if descriptions else None
-    if family is not None and not family.slimmable:
-        raise OFAError(f"runtime width is not available for the {family.name} family yet; deploy its subnets as "
-                       "separate networks (without --slimmable)")
     nets = [_dense_on_meta(d) for d in descriptions]
     for i in range(len(nets) - 1):
         small, large, where = descriptions[i]["spec"], descriptions[i + 1]["spec"], f"{names[i]} -> {names[i + 1]}"
@@ -75,12 +73,16 @@ def check_nested(descriptions: Sequence[Mapping[str, Any]], names: Sequence[str]
                                "slimmable widths must come from one supernet")
         big = nets[i + 1].state_dict()
         for key, tensor in nets[i].state_dict().items():
+            if _is_stat(key):
+                continue  # per width, whatever its shape
             layer = key.rsplit(".", 1)[0]
             if key not in big:
                 raise OFAError(f"{where}: layer {layer} is not in the next width's network (more blocks than it); "
                                "widths must be ordered smallest first, each contained in the next")
             a, b = tuple(tensor.shape), tuple(big[key].shape)
-            if len(a) != len(b) or any(x > y for x, y in zip(a[:2], b[:2])) or a[2:] != b[2:]:
+            channels = 2 if len(a) == 4 else len(a)  # a convolution's kernel must be equal; other dims nest
+            if len(a) != len(b) or any(x > y for x, y in zip(a[:channels], b[:channels])) or \
+                    a[channels:] != b[channels:]:
                 raise OFAError(f"{where}: {key} has shape {list(a)}, not contained in the next width's {list(b)}; "
                                "widths, expands and depths must be prefixes of the next width's, kernels equal")
     return nets
@@ -224,10 +226,8 @@ class SlimmableNet(nn.Module):
             body = dict(slim.body.named_modules())
             for i, net in enumerate(nets):
                 for name, module in net.named_modules():
-                    if isinstance(module, nn.BatchNorm2d):
-                        c = module.num_features
-                        body[name].running_mean[i, :c] = module.running_mean
-                        body[name].running_var[i, :c] = module.running_var
+                    if hasattr(body.get(name), "load_width"):
+                        body[name].load_width(i, module)
         slim._stale()  # weights were written in place
         return slim.eval()
 
@@ -253,8 +253,8 @@ class SlimmableNet(nn.Module):
                     if leaf == "num_batches_tracked":
                         continue
                     value = getattr(source[name], leaf)
-                    if leaf in ("running_mean", "running_var"):
-                        value = value[i]
+                    if leaf in _STATS:  # this width's row (a position embedding keeps its leading 1)
+                        value = value[i] if value.dim() > target.dim() else value[i:i + 1]
                     target.copy_(value[tuple(slice(0, s) for s in target.shape)])
         return dense.eval()
 

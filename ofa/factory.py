@@ -16,6 +16,7 @@ from torch import nn
 
 from .kernel import DynamicKernelConv2d
 from .layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLayerNorm, DynamicLinear
+from .tokens import DynamicTokens, Tokens
 
 
 def largest_kernel(kernel: int | Sequence[int]) -> int:
@@ -45,6 +46,10 @@ class Layers:
         """A convolution cutting the image into non-overlapping ``patch`` x ``patch`` patches (with bias)."""
         return nn.Conv2d(cin, cout, patch, patch, 0, bias=True)
 
+    def tokens(self, tokens: int, channels: int) -> nn.Module:
+        """A transformer's class token and position embedding (:mod:`ofa.tokens`)."""
+        return Tokens(tokens, channels)
+
 
 class DynamicLayers(Layers):
     """Elastic layers: convolutions and BN over the first channels, depthwise convolutions with elastic kernels."""
@@ -66,6 +71,9 @@ class DynamicLayers(Layers):
 
     def patch_conv(self, cin: int, cout: int, patch: int) -> nn.Module:
         return DynamicConv2d(cin, cout, patch, patch, padding=0, bias=True)
+
+    def tokens(self, tokens: int, channels: int) -> nn.Module:
+        return DynamicTokens(tokens, channels)
 
 
 STATIC = Layers()

@@ -31,7 +31,6 @@ class Family:
     supernet: type | None = None
     dense: type | None = None
     timm_supported: str = ""  # what the timm importer accepts, for error messages ("" = no importer)
-    slimmable: bool = True  # whether deploy.SlimmableNet can build its dense networks from width-switching layers
 
     def latency_units(self, spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """The timed units of a dense spec, in order, as ``(key, unit)``; ``unit`` says how to build it."""

@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import ofa
 from ofa.latency import distinct_units
 from ofa.registry import get_family
+from ofa.tokens import Tokens
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -82,8 +83,9 @@ def test_extraction_is_exact_and_costs_equal_the_flop_counter():
     assert len({a.resolution for a in archs}) == len(space.resolutions)  # resampled position embeddings too
     for arch in archs:
         dense = net.extract(arch).eval()
-        assert all(isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Conv2d)) or not list(
-            m.parameters(recurse=False)) or m is dense for m in dense.modules())  # plain layers only
+        plain = (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Conv2d, Tokens)
+        assert all(type(m) in plain or not list(m.parameters(recurse=False))
+                   for m in dense.modules())  # plain layers only (no elastic ones)
         x = torch.randn(2, 1, arch.resolution, arch.resolution)
         with torch.no_grad(), net.active(arch):
             assert (net(x) - dense(x)).abs().max() <= 1e-5
@@ -192,13 +194,30 @@ def test_bn_based_criteria_are_rejected_for_layernorm_networks():
         ofa.sort_channels(ofa.create_supernet("ofa_vit_tiny"), "bn")
 
 
-def test_runtime_width_is_refused_with_a_clear_error():
+@pytest.mark.parametrize("mode", ["fast", "lean"])
+def test_runtime_width_equals_each_dense_network_across_resolutions(tmp_path, mode):
     from deploy.slimmable import SlimmableNet
 
-    net = ofa.create_supernet("ofa_vit_tiny")
-    chain = [net.extract(net.space.smallest()), net.extract(net.space.largest())]
-    with pytest.raises(ofa.OFAError, match="runtime width is not available for the vit family"):
-        SlimmableNet.from_dense(chain)
+    torch.manual_seed(0)
+    net = ofa.create_supernet("ofa_vit_tiny").eval()
+    _randomize_norms(net)
+    space = net.space
+    chain = [space.arch_from_dict({"resolution": 24, "depths": [4], "widths": [0.75], "expands": [[1.0] * 4],
+                                   "heads": [[2, 2, 3, 2]]}),
+             space.arch_from_dict({"resolution": 28, "depths": [5], "widths": [1.0], "expands": [[1.5] * 5],
+                                   "heads": [[3, 4, 3, 2, 4]]}),
+             space.largest()]
+    dense = [net.extract(a).eval() for a in chain]
+    slim = SlimmableNet.from_dense(dense, mode=mode)
+    slim.save(tmp_path / "slim")
+    loaded = SlimmableNet.load(tmp_path / "slim", mode=mode)
+    for i, (a, d) in enumerate(zip(chain, dense)):
+        x = torch.randn(2, 1, a.resolution, a.resolution)
+        for s in (slim, loaded):
+            s.set_width(i)
+            with torch.inference_mode():
+                assert (s(x) - d(x)).abs().max() <= 1e-5
+        assert torch.equal(slim.extract(i).tokens.pos_embed, d.tokens.pos_embed)  # resampled per resolution
 
 
 def test_the_shipped_schedule_trains_and_sorts_heads_before_widening(tmp_path):

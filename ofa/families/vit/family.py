@@ -17,17 +17,15 @@ from .supernet import OFAViT
 
 
 class Embed(nn.Module):
-    """The patch embedding, class token and position embedding as a unit of their own."""
+    """The patch embedding, class token and position embedding as a unit of their own (named as in the network)."""
 
     def __init__(self, in_chans: int, embed: int, patch: int, grid: int) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(in_chans, embed, patch)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed))
-        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, embed))
+        self.tokens = STATIC.tokens(grid * grid + 1, embed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.tokens(self.patch_embed(x))
 
 
 class Head(nn.Module):
@@ -47,8 +45,6 @@ class ViTFamily(Family):
     supernet = OFAViT
     dense = StaticViT
     timm_supported = vit_timm.SUPPORTED
-    # Runtime width would also need per-width class tokens and position embeddings (one per resolution): not yet.
-    slimmable = False
 
     def latency_units(self, spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """Embedding, every block, head. A key names every shape that changes the unit's time: embedding width,

@@ -147,6 +147,8 @@ def from_timm_vit(model: str | nn.Module, checkpoint_path: str | None = None, nu
     state = dict(model.state_dict())
     for key in [k for k in state if k.endswith(("attn.qkv.weight", "attn.qkv.bias"))]:
         state[key] = head_major_qkv(state[key], heads)
+    for key in ("cls_token", "pos_embed"):  # one layer of their own here (ofa.tokens)
+        state[f"tokens.{key}"] = state.pop(key)
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         _reject(f"layers do not map onto the supernet: {(missing or unexpected)[0]}")
