@@ -12,12 +12,18 @@ from pathlib import Path
 
 import pytest
 import safetensors.torch
+import torch
 import yaml
 from test_train import small_config as train_small_config
 
 from train.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
+# The reference trains in this process and the killed and resumed runs in subprocesses: all with one thread count,
+# since CPU kernels' reductions differ in the last bits between thread counts (with OMP_NUM_THREADS=1 in the
+# environment the subprocesses ran on 1 thread while earlier tests had left this process on 2).
+THREADS = 2
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
 
 # Runs `ofa train`; with SLOW_SAVE=N the N-th checkpoint write stops after its temporary file is written and
 # before the rename, so a kill lands in the middle of writing a checkpoint.
@@ -49,7 +55,7 @@ def small_config() -> dict:
 
 
 def _start(args: list[str], slow_save: int = 0) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), SLOW_SAVE=str(slow_save))
+    env = dict(ENV, SLOW_SAVE=str(slow_save))
     return subprocess.Popen([sys.executable, "-c", DRIVER, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
 
@@ -62,13 +68,14 @@ def _weights(run: Path) -> dict:
 def reference(tmp_path_factory) -> tuple[Path, dict]:
     base = tmp_path_factory.mktemp("kill")
     (base / "config.yaml").write_text(yaml.safe_dump(small_config()))
+    torch.set_num_threads(THREADS)
     train(small_config(), base / "reference", progress=False)
     return base, _weights(base / "reference")
 
 
 def _resume_and_compare(run: Path, expected: dict) -> None:
     resumed = subprocess.run([sys.executable, "-m", "ofa.cli", "train", "--resume", str(run), "--quiet"],
-                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                             capture_output=True, text=True, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     weights = _weights(run)
     assert weights.keys() == expected.keys()
