@@ -26,6 +26,18 @@ def cached_eval_weight(module: nn.Module, attr: str, key: tuple, make) -> torch.
     return cache[1]
 
 
+def sliced_weight(module: nn.Module, cout: int, cin: int) -> torch.Tensor:
+    """The first ``cout`` x ``cin`` block of ``module.weight``. Without autograd (evaluation) one contiguous copy
+    is kept: a convolution or matmul would otherwise copy the non-contiguous view on every call."""
+    weight = module.weight
+    if cout == weight.shape[0] and cin == weight.shape[1]:
+        return weight
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return weight[:cout, :cin]
+    key = (cout, cin, weight._version, weight.data_ptr(), weight.device, weight.dtype)
+    return cached_eval_weight(module, "_slice_cache", key, lambda: weight[:cout, :cin])
+
+
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor``, never going more than 10% below ``value``."""
     min_value = divisor if min_value is None else min_value
@@ -46,20 +58,9 @@ class DynamicConv2d(nn.Conv2d):
         self.active_out = out_channels
         self._slice_cache: tuple | None = None
 
-    def _sliced_weight(self, cout: int, cin: int) -> torch.Tensor:
-        weight = self.weight
-        if cout == weight.shape[0] and cin == weight.shape[1]:
-            return weight
-        if torch.is_grad_enabled() and weight.requires_grad:
-            return weight[:cout, :cin]
-        # Without autograd (evaluation), keep one contiguous copy of the slice: a convolution would otherwise
-        # copy the non-contiguous view on every call.
-        key = (cout, cin, weight._version, weight.data_ptr(), weight.device, weight.dtype)
-        return cached_eval_weight(self, "_slice_cache", key, lambda: weight[:cout, :cin])
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin, cout = x.shape[1], self.active_out
-        weight = self._sliced_weight(cout, cin)
+        weight = sliced_weight(self, cout, cin)
         bias = None if self.bias is None else self.bias if cout == self.bias.shape[0] else self.bias[:cout]
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
@@ -100,19 +101,10 @@ class DynamicLinear(nn.Linear):
         self.active_out = out_features
         self._slice_cache: tuple | None = None
 
-    def _sliced_weight(self, cout: int, cin: int) -> torch.Tensor:
-        weight = self.weight
-        if (cout, cin) == tuple(weight.shape):
-            return weight
-        if torch.is_grad_enabled() and weight.requires_grad:
-            return weight[:cout, :cin]
-        key = (cout, cin, weight._version, weight.data_ptr(), weight.device, weight.dtype)
-        return cached_eval_weight(self, "_slice_cache", key, lambda: weight[:cout, :cin])
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin, cout = x.shape[-1], self.active_out
         bias = None if self.bias is None else self.bias if cout == self.bias.shape[0] else self.bias[:cout]
-        return F.linear(x, self._sliced_weight(cout, cin), bias)
+        return F.linear(x, sliced_weight(self, cout, cin), bias)
 
 
 class DynamicLayerNorm(nn.LayerNorm):

@@ -40,3 +40,16 @@ def create_timm_model(name: str, checkpoint_path: str | None, in_chans: int | No
         raise OFAError(f"checkpoint {checkpoint_path!r} does not fit timm model {name!r}: {first[0].strip()}") \
             from None
     return model
+
+
+def timm_model(model: str | nn.Module, checkpoint_path: str | None, in_chans: int | None, *, head_key: str,
+               stem_key: str, supported: str, **kwargs: Any) -> tuple[str, nn.Module]:
+    """``(name, model)`` of a timm model name (created offline by :func:`create_timm_model`) or instance (used as
+    it is: weights go into the instance, so a ``checkpoint_path`` with it is an error)."""
+    name = model if isinstance(model, str) else getattr(model, "default_cfg", {}).get("architecture", "instance")
+    if isinstance(model, str):
+        model = create_timm_model(model, checkpoint_path, in_chans, head_key=head_key, stem_key=stem_key,
+                                  supported=supported, **kwargs)
+    elif checkpoint_path is not None:
+        raise OFAError("checkpoint_path is only used with a model name; load weights into the instance instead")
+    return name, model

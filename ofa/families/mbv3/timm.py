@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from ...errors import OFAError
-from ...timm_create import create_timm_model
+from ...timm_create import timm_model
 
 SUPPORTED = ("timm MobileNetV3 and EfficientNet with a single stride-1 depthwise-separable first block, "
              "symmetric padding and BN eps 1e-5: mobilenetv3_large_075/100, efficientnet_b0, efficientnet_lite0")
@@ -183,12 +183,8 @@ def from_timm_mbconv(model: str | nn.Module, checkpoint_path: str | None = None,
 
     from .supernet import OFAMobileNet
 
-    name = model if isinstance(model, str) else getattr(model, "default_cfg", {}).get("architecture", "instance")
-    if isinstance(model, str):
-        model = create_timm_model(model, checkpoint_path, in_chans, head_key="classifier.weight",
-                                  stem_key="conv_stem.weight", supported=SUPPORTED)
-    elif checkpoint_path is not None:
-        raise OFAError("checkpoint_path is only used with a model name; load weights into the instance instead")
+    name, model = timm_model(model, checkpoint_path, in_chans, head_key="classifier.weight",
+                             stem_key="conv_stem.weight", supported=SUPPORTED)
     if not handles(model):
         _reject(f"{type(model).__name__} is not a timm MobileNetV3 or EfficientNet")
     if not isinstance(depth_choices, int) or depth_choices < 1:

@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from ...errors import OFAError
-from ...timm_create import create_timm_model
+from ...timm_create import timm_model
 
 SUPPORTED = ("plain timm ResNets (BasicBlock or Bottleneck, 7x7 stem with max pool, 1x1 projection shortcuts): "
              "resnet18, resnet26, resnet34, resnet50, resnet101, resnet152")
@@ -84,12 +84,8 @@ def from_timm(model: str | nn.Module, checkpoint_path: str | None = None, num_cl
 
     from .supernet import OFAResNet
 
-    name = model if isinstance(model, str) else getattr(model, "default_cfg", {}).get("architecture", "instance")
-    if isinstance(model, str):
-        model = create_timm_model(model, checkpoint_path, in_chans, head_key="fc.weight", stem_key="conv1.weight",
-                                  supported=SUPPORTED, zero_init_last=False)
-    elif checkpoint_path is not None:
-        raise OFAError("checkpoint_path is only used with a model name; load weights into the instance instead")
+    name, model = timm_model(model, checkpoint_path, in_chans, head_key="fc.weight", stem_key="conv1.weight",
+                             supported=SUPPORTED, zero_init_last=False)
     if not isinstance(model, nn.Module):
         raise OFAError(f"expected a timm model name or instance, got {type(model).__name__}")
     _check_resnet(model)

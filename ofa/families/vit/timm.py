@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ...errors import OFAError
-from ...timm_create import create_timm_model
+from ...timm_create import timm_model
 
 SUPPORTED = ("timm ViT/DeiT with a class token, learned absolute position embedding, pre-norm blocks, token "
              "pooling and no LayerScale, registers, qk-norm or fc_norm: vit_tiny_patch16_224, "
@@ -112,12 +112,8 @@ def from_timm_vit(model: str | nn.Module, checkpoint_path: str | None = None, nu
 
     from .supernet import OFAViT
 
-    name = model if isinstance(model, str) else getattr(model, "default_cfg", {}).get("architecture", "instance")
-    if isinstance(model, str):
-        model = create_timm_model(model, checkpoint_path, in_chans, head_key="head.weight",
-                                  stem_key="patch_embed.proj.weight", supported=SUPPORTED)
-    elif checkpoint_path is not None:
-        raise OFAError("checkpoint_path is only used with a model name; load weights into the instance instead")
+    name, model = timm_model(model, checkpoint_path, in_chans, head_key="head.weight",
+                             stem_key="patch_embed.proj.weight", supported=SUPPORTED)
     if not handles(model):
         _reject(f"{type(model).__name__} is not a timm VisionTransformer")
     if not isinstance(depth_choices, int) or depth_choices < 1:
