@@ -146,6 +146,8 @@ def profile(supernet: str | nn.Module, device: str | None = None, settings: Prof
     use_linear = accuracy["mape_corrected_pct"] < accuracy["mape_sum_pct"] and scale > 0
     if use_linear:  # the held-out figure is reported; the table keeps the fit on every measured subnet
         scale, offset = np.polyfit(summed, measured_, 1)
+        # a few noisy points can tilt the line: never keep one that predicts <= 0 inside the measured range
+        use_linear = scale > 0 and scale * summed.min() + offset > 0
     table.correction = ({"kind": "linear", "scale": float(scale), "offset_ms": float(offset)}
                         if use_linear else {"kind": "none"})
     accuracy["used"] = table.correction["kind"]
