@@ -68,6 +68,14 @@ class Arch:
         return self.to_json()
 
 
+def dedupe_choices(choices: Sequence[float], counts) -> tuple[float, ...]:
+    """Multipliers that give the same channel counts (``counts(m)``) are one choice: the largest is kept."""
+    kept: dict[Any, float] = {}
+    for m in sorted(set(float(x) for x in choices), reverse=True):
+        kept.setdefault(counts(m), m)
+    return tuple(sorted(kept.values()))
+
+
 def _as_rng(seed_or_rng: int | random.Random | None) -> random.Random:
     if isinstance(seed_or_rng, random.Random):
         return seed_or_rng

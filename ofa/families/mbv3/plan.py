@@ -27,7 +27,7 @@ from typing import Any
 
 from ...errors import OFAError
 from ...layers import make_divisible
-from ...space import Arch, SearchSpace
+from ...space import Arch, SearchSpace, dedupe_choices
 
 ACTIVATIONS = ("relu", "hswish", "silu")
 # What differs between the two styles: the squeeze-excite rule, its activation and gate, and the head.
@@ -137,13 +137,15 @@ class MBConvPlan:
         width_mults = list(width_mults)
         self._mids: dict[tuple[int, int, float], int] = {}  # lookup tables: the search calls costs() a lot
         self._se: dict[tuple[int, int], int] = {}
-        stem_choices = self._dedupe(stem_mults, lambda m: (self.channels(m, stem_channels),
-                                                          self.channels(m, first_channels)))
+        stem_choices = dedupe_choices(stem_mults, lambda m: (self.channels(m, stem_channels),
+                                                             self.channels(m, first_channels)))
         self.space = SearchSpace(
             resolutions=tuple(sorted(set(int(r) for r in resolutions))),
             depths=tuple(tuple(sorted(set(ds))) for ds in depths),
-            widths=tuple(self._dedupe(width_mults, lambda m, c=c: self.channels(m, c)) for c in self.stage_channels),
-            expands=tuple(self._dedupe(ratios, lambda e, s=s: tuple(self.mid(s, b, e) for b in range(max_depths[s])))
+            widths=tuple(dedupe_choices(width_mults, lambda m, c=c: self.channels(m, c))
+                         for c in self.stage_channels),
+            expands=tuple(dedupe_choices(ratios, lambda e, s=s: tuple(self.mid(s, b, e)
+                                                                      for b in range(max_depths[s])))
                           for s in range(n)),
             stem=None if stem_choices == (1.0,) else stem_choices,
             kernels=tuple(tuple(sorted(set(ks))) for ks in kernels),
@@ -152,13 +154,6 @@ class MBConvPlan:
     # -- channel counts --------------------------------------------------------------------------------------
     def channels(self, mult: float, maximum: int) -> int:
         return maximum if mult >= 1.0 else min(maximum, make_divisible(mult * maximum, self.divisor))
-
-    @staticmethod
-    def _dedupe(choices: Sequence[float], counts) -> tuple[float, ...]:
-        kept: dict[Any, float] = {}
-        for m in sorted(set(float(x) for x in choices), reverse=True):
-            kept.setdefault(counts(m), m)
-        return tuple(sorted(kept.values()))
 
     def block_in_max(self, s: int, b: int) -> int:
         if b > 0:

@@ -26,7 +26,7 @@ from typing import Any
 
 from ...errors import OFAError
 from ...layers import make_divisible
-from ...space import Arch, SearchSpace
+from ...space import Arch, SearchSpace, dedupe_choices
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -71,17 +71,10 @@ class ViTPlan:
         self.space = SearchSpace(
             resolutions=tuple(sorted(set(resolutions))),
             depths=(tuple(sorted(set(depths))),),
-            widths=(self._dedupe(embed_mults, self.embed),),
-            expands=(self._dedupe(ratios, self.hidden),),
+            widths=(dedupe_choices(embed_mults, self.embed),),
+            expands=(dedupe_choices(ratios, self.hidden),),
             heads=(tuple(sorted(set(head_choices))),),
         )
-
-    @staticmethod
-    def _dedupe(choices: Sequence[float], counts) -> tuple[float, ...]:
-        kept: dict[int, float] = {}
-        for m in sorted(set(float(x) for x in choices), reverse=True):
-            kept.setdefault(counts(m), m)
-        return tuple(sorted(kept.values()))
 
     # -- channel counts --------------------------------------------------------------------------------------
     def embed(self, mult: float) -> int:
