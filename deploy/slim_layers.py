@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ofa.factory import Layers, largest_kernel
+from ofa.tokens import Tokens
 
 
 class WidthSwitch:
@@ -144,13 +145,12 @@ class SlimLayerNorm(_Slim, nn.LayerNorm):
         return F.layer_norm(x, shape, weight, bias, self.eps)
 
 
-class SlimTokens(_Slim, nn.Module):
+class SlimTokens(_Slim, Tokens):
     """A transformer's class token (one, sliced per width) and one position embedding per width (``pos_embed[i]``,
     padded to the largest token count and width): a smaller resolution's table is resampled, not a slice."""
 
     def __init__(self, switch: WidthSwitch, num_widths: int, tokens: int, channels: int) -> None:
-        super().__init__()
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, channels))
+        super().__init__(tokens, channels)
         self.pos_embed = nn.Parameter(torch.zeros(num_widths, tokens, channels))
         self._init_slim(switch, num_widths)
 
@@ -168,9 +168,8 @@ class SlimTokens(_Slim, nn.Module):
         tokens, channels = self.shapes[width]
         return self.cls_token[..., :channels], self.pos_embed[width, :tokens, :channels][None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cls, pos = self.views() if self.fast is None else self.fast[self.switch.index]
-        return torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1) + pos
+    def embeddings(self, grid: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.views() if self.fast is None else self.fast[self.switch.index]
 
 
 SLIM_LAYERS = (SlimConv2d, SlimBatchNorm2d, SlimLinear, SlimLayerNorm, SlimTokens)

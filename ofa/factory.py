@@ -2,9 +2,9 @@
 
 A family writes each block once, asking a factory for its layers (``layers.conv(...)``, ``layers.bn(...)``). With
 :data:`DYNAMIC` the block's layers run on their first ``k`` channels (:mod:`ofa.layers`, :mod:`ofa.kernel`); with
-:data:`STATIC` they are plain ``Conv2d``/``BatchNorm2d``/``Linear``/``LayerNorm`` of exactly the given sizes. Both builds name
-their layers alike, so an extracted network receives its weights by name, and both run the same ``forward``, so
-extraction is exact by construction. Other factories (``deploy.SlimmableNet``'s width-switching layers) plug in
+:data:`STATIC` they are plain ``Conv2d``/``BatchNorm2d``/``Linear``/``LayerNorm`` of exactly the given sizes. Both
+builds name their layers alike, so an extracted network receives its weights by name, and both run the same
+``forward``, so extraction is exact by construction. Other factories (``deploy.SlimmableNet``'s width-switching layers) plug in
 the same way.
 """
 

@@ -6,8 +6,8 @@ deployed network runs (BatchNorm folded, channels-last), at batch 1, keeping a l
 ``unit_statistic``: steady where a median jumps between a machine's fast and slow modes). A subnet's latency is the
 sum of its units' times passed through a linear correction fitted on measured whole subnets' medians (the table's
 ``statistic``: what a latency budget bounds and ``ofa deploy`` reports, at the table's thread count); the table says
-whether the correction is used and how accurate it was. This module only reads and sums tables, so the search can budget latency
-without importing ``deploy``.
+whether the correction is used and how accurate it was. This module only reads and sums tables, so the search can
+budget latency without importing ``deploy``.
 
 File format (JSON, ``format: "ofa-latency/1"``)::
 
@@ -31,7 +31,7 @@ from typing import Any
 from .errors import OFAError
 from .io import read_json
 from .registry import get_family
-from .space import OPTIONAL_PER_BLOCK, Arch
+from .space import Arch
 
 FORMAT = "ofa-latency/1"
 
@@ -54,7 +54,7 @@ def distinct_units(net) -> dict[str, dict[str, Any]]:
     space, largest = net.space, net.space.largest()
     out: dict[str, dict[str, Any]] = {}
     stems = space.stem if space.stem is not None else (None,)
-    optional = [name for name in OPTIONAL_PER_BLOCK if getattr(space, name) is not None]
+    optional = space.block_options()
     for resolution, stem, s in itertools.product(space.resolutions, stems, range(space.num_stages)):
         previous = space.widths[s - 1] if s > 0 else (largest.widths[0],)
         per_block = [space.expands[s]] + [getattr(space, name)[s] for name in optional]

@@ -139,10 +139,10 @@ class SearchSpace:
         for s in range(self.num_stages):
             dims += [(f"depths[{s}]", self.depths[s]), (f"widths[{s}]", self.widths[s]),
                      (f"expands[{s}]", self.expands[s])]
-            dims += [(f"{name}[{s}]", getattr(self, name)[s]) for name in self._optional()]
+            dims += [(f"{name}[{s}]", getattr(self, name)[s]) for name in self.block_options()]
         return dims
 
-    def _optional(self) -> list[str]:
+    def block_options(self) -> list[str]:
         """The optional per-block dimensions this space has."""
         return [name for name in OPTIONAL_PER_BLOCK if getattr(self, name) is not None]
 
@@ -150,7 +150,7 @@ class SearchSpace:
         """The number of distinct architectures in the space."""
         total = len(self.resolutions) * (len(self.stem) if self.stem is not None else 1)
         for s in range(self.num_stages):
-            per_block = len(self.expands[s]) * math.prod(len(getattr(self, n)[s]) for n in self._optional())
+            per_block = len(self.expands[s]) * math.prod(len(getattr(self, n)[s]) for n in self.block_options())
             total *= len(self.widths[s]) * sum(per_block**d for d in self.depths[s])
         return total
 
@@ -165,7 +165,7 @@ class SearchSpace:
             expands=tuple((pick(self.expands[s]),) * depths[s] for s in range(self.num_stages)),
             stem=pick(self.stem) if self.stem is not None else None,
             **{name: tuple((pick(getattr(self, name)[s]),) * depths[s] for s in range(self.num_stages))
-               for name in self._optional()},
+               for name in self.block_options()},
         )
 
     def largest(self) -> Arch:
@@ -187,7 +187,7 @@ class SearchSpace:
                           for s in range(self.num_stages)),
             **{name: tuple(tuple(rng.choice(getattr(self, name)[s]) for _ in range(depths[s]))
                            for s in range(self.num_stages))
-               for name in self._optional()},
+               for name in self.block_options()},
         )
 
     # -- validation and JSON ---------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ class SearchSpace:
             return False
         if (arch.stem is None) != (self.stem is None) or (arch.stem is not None and arch.stem not in self.stem):
             return False
-        optional = self._optional()
+        optional = self.block_options()
         if any((getattr(arch, name) is None) != (name not in optional) for name in OPTIONAL_PER_BLOCK):
             return False
         for s, depth in enumerate(arch.depths):
@@ -231,7 +231,7 @@ class SearchSpace:
     def arch_from_dict(self, d: Mapping) -> Arch:
         if not isinstance(d, Mapping):
             raise ArchError(f"an arch must be a JSON object (dict), got {type(d).__name__}")
-        expected = ["resolution", "depths", "widths", "expands", *self._optional()]
+        expected = ["resolution", "depths", "widths", "expands", *self.block_options()]
         if self.stem is not None:
             expected.append("stem")
         unknown = sorted(set(d) - set(expected))
@@ -248,7 +248,7 @@ class SearchSpace:
         widths = tuple(_match(v, self.widths[s], f"widths[{s}]")
                        for s, v in enumerate(_per_stage_list(d, "widths", n)))
         expands = self._per_block(d, "expands", depths, self.expands)
-        optional = {name: self._per_block(d, name, depths, getattr(self, name)) for name in self._optional()}
+        optional = {name: self._per_block(d, name, depths, getattr(self, name)) for name in self.block_options()}
         return Arch(resolution=resolution, depths=depths, widths=widths, expands=expands, stem=stem, **optional)
 
     def _per_block(self, d: Mapping, name: str, depths: tuple[int, ...], choices) -> tuple[tuple, ...]:
@@ -277,7 +277,7 @@ class SearchSpace:
         d["depths"] = [list(x) for x in self.depths]
         d["widths"] = [list(x) for x in self.widths]
         d["expands"] = [list(x) for x in self.expands]
-        for name in self._optional():
+        for name in self.block_options():
             d[name] = [list(x) for x in getattr(self, name)]
         return d
 
@@ -349,7 +349,7 @@ class SearchSpace:
         for s in range(self.num_stages):
             line = (f"stage {s}: depth {list(self.depths[s])}  width {list(self.widths[s])}  "
                     f"expand {list(self.expands[s])}")
-            for name in self._optional():
+            for name in self.block_options():
                 line += f"  {name.rstrip('s')} {list(getattr(self, name)[s])}"
             lines.append(line)
         lines.append(f"{self.size():.3g} architectures")

@@ -44,6 +44,20 @@ class Supernet(nn.Module):
         keys = set(cls.config_keys) - {"data_config", "origin"}
         return cls.plan_class(**{k: v for k, v in config.items() if k in keys})
 
+    @classmethod
+    def checked_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments checked against ``config_keys``, tuples as lists (the recorded config then equals
+        what JSON gives back)."""
+        unknown = sorted(set(config) - set(cls.config_keys))
+        if unknown:
+            raise OFAError(f"unknown argument {unknown[0]!r} for the {cls.family} family; "
+                           f"allowed: {sorted(cls.config_keys)}")
+
+        def as_lists(v):
+            return [as_lists(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+        return {k: as_lists(v) for k, v in config.items()}
+
     def __init__(self, plan, config: dict[str, Any], name: str | None, data_config: dict | None,
                  origin: dict | None) -> None:
         super().__init__()

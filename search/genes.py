@@ -50,8 +50,8 @@ class GeneSpace:
         self._columns = {
             "resolution": columns["resolution"], "stem": columns.get("stem"),
             "depth": [columns[f"depth{s}"] for s in range(n)], "width": [columns[f"width{s}"] for s in range(n)],
-            "blocks": {dim: [[columns[f"{prefix}{s}.{b}"] for b in range(space.max_depths[s])] for s in range(n)]
-                       for dim, prefix in BLOCK_GENES.items() if getattr(space, dim) is not None}}
+            "blocks": {dim: [[columns[f"{BLOCK_GENES[dim]}{s}.{b}"] for b in range(space.max_depths[s])]
+                             for s in range(n)] for dim in _block_dims(space)}}
         # for canonical(): each block gene's column, its stage's depth column and the block's index
         blocks = [(i, g) for i, g in enumerate(self.genes) if g.block is not None]
         self._block_cols = np.array([i for i, _ in blocks], dtype=np.int64)
@@ -74,8 +74,8 @@ class GeneSpace:
             genes.append(Gene(f"depth{s}", tuple(space.depths[s]), s))
             genes.append(Gene(f"width{s}", tuple(space.widths[s]), s))
             for b in range(space.max_depths[s]):
-                genes += [Gene(f"{prefix}{s}.{b}", tuple(getattr(space, dim)[s]), s, b)
-                          for dim, prefix in BLOCK_GENES.items() if getattr(space, dim) is not None]
+                genes += [Gene(f"{BLOCK_GENES[dim]}{s}.{b}", tuple(getattr(space, dim)[s]), s, b)
+                          for dim in _block_dims(space)]
         return genes
 
     def __getitem__(self, name: str) -> Gene:
@@ -241,6 +241,11 @@ def is_contained(child: Arch, parent: Arch) -> bool:
             if child.heads is not None and child.heads[s][b] > parent.heads[s][b]:
                 return False
     return True
+
+
+def _block_dims(space: SearchSpace) -> list[str]:
+    """The space's per-block dimensions, in gene order: the expand ratio, then its options (kernel, heads)."""
+    return ["expands", *space.block_options()]
 
 
 def _block_dim(gene_name: str) -> str:

@@ -12,7 +12,6 @@ import math
 import torch
 from torch import nn
 
-from ...errors import OFAError
 from ...factory import DYNAMIC
 from ...sorting import ChannelGroup
 from ...space import Arch
@@ -35,10 +34,7 @@ class OFAMobileNet(MBConvLayout, Supernet):
 
     def __init__(self, name: str | None = None, data_config: dict | None = None, origin: dict | None = None,
                  **config) -> None:
-        unknown = sorted(set(config) - set(self.config_keys))
-        if unknown:
-            raise OFAError(f"unknown argument {unknown[0]!r} for the mbv3 family; allowed: {sorted(self.config_keys)}")
-        config = _jsonable(config)
+        config = self.checked_config(config)
         plan = MBConvPlan(**config)
         super().__init__(plan, config, name, data_config, origin)
         self.build_layout(plan.static_spec(plan.space.largest()), DYNAMIC, kernel_choices=plan.space.kernels)
@@ -104,11 +100,4 @@ class OFAMobileNet(MBConvLayout, Supernet):
         stream.consumers.append(self.blocks[-1][0].conv if self.bn2 is None else self.conv_head)
         groups.append(stream)
         return groups
-
-
-def _jsonable(config: dict) -> dict:
-    """Tuples become lists, so the recorded config equals what JSON gives back."""
-    def convert(v):
-        return [convert(x) for x in v] if isinstance(v, (list, tuple)) else v
-    return {k: convert(v) for k, v in config.items()}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...errors import OFAError
 from ...factory import DYNAMIC
 from ...sorting import ChannelGroup, HeadGroup
 from ...space import Arch
@@ -32,10 +31,7 @@ class OFAViT(ViTLayout, Supernet):
 
     def __init__(self, name: str | None = None, data_config: dict | None = None, origin: dict | None = None,
                  **config) -> None:
-        unknown = sorted(set(config) - set(self.config_keys))
-        if unknown:
-            raise OFAError(f"unknown argument {unknown[0]!r} for the vit family; allowed: {sorted(self.config_keys)}")
-        config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+        config = self.checked_config(config)
         plan = ViTPlan(**config)
         super().__init__(plan, config, name, data_config, origin)
         self.build_layout(plan.static_spec(plan.space.largest()), DYNAMIC)
