@@ -7,6 +7,9 @@ whole subnets spread over the table's range are extracted, folded and timed by t
 ``median = scale * sum + offset`` is fitted on one set and the table's error (mean absolute percentage error) is
 reported on another, held-out set, for the plain sum and the corrected sum. The correction is kept only when it is
 more accurate on the held-out subnets (then refitted on all of them); the table says which is used.
+
+With ``int8=True`` units and subnets are timed as ``ofa deploy --int8`` ships them: statically quantized ONNX
+models in onnxruntime (``deploy.quantize``); the table records that runtime and precision.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,10 +74,21 @@ def _supernet(supernet: str | nn.Module) -> nn.Module:
     return ofa.create_supernet(str(supernet))
 
 
+# The modules and input shapes to time -> what is timed in their place (e.g. int8 onnxruntime models)
+Converter = Callable[[list[nn.Module], list[tuple[int, ...]]], list[Any]]
+
+
+def _convert(built: dict[str, tuple[Any, tuple[int, ...]]], convert: Converter | None) -> dict:
+    if convert is None:
+        return built
+    converted = convert([m for m, _ in built.values()], [s for _, s in built.values()])
+    return {key: (c, shape) for (key, (_, shape)), c in zip(built.items(), converted)}
+
+
 def time_units(units: dict[str, dict[str, Any]], family: str, settings: ProfileSettings, seed: int = 0,
-               progress: bool = True) -> dict[str, float]:
+               progress: bool = True, convert: Converter | None = None) -> dict[str, float]:
     """Batch-1 time (ms, ``settings.statistic``) of every unit, measured over ``settings.rounds`` shuffled passes."""
-    built = {key: build_unit(unit, family) for key, unit in units.items()}
+    built = _convert({key: build_unit(unit, family) for key, unit in units.items()}, convert)
     inputs = {key: torch.randn(1, *shape) for key, (_, shape) in built.items()}
     times: dict[str, list[float]] = {key: [] for key in units}
     rng = random.Random(seed)
@@ -89,10 +104,13 @@ def time_units(units: dict[str, dict[str, Any]], family: str, settings: ProfileS
     return {key: summarize(t)[settings.unit_statistic] for key, t in times.items()}
 
 
-def time_subnets(net: nn.Module, archs: list, settings: ProfileSettings) -> list[float]:
+def time_subnets(net: nn.Module, archs: list, settings: ProfileSettings, convert: Converter | None = None
+                 ) -> list[float]:
     """Measured batch-1 latency (ms, ``settings.statistic``) of each arch's dense network in deployed form, timed
     in ``settings.rounds`` passes over all archs so a burst of load elsewhere touches only part of each one's runs."""
     models = [prepare_for_inference(net.extract(arch), inplace=True) for arch in archs]
+    if convert is not None:
+        models = convert(models, [(net.in_chans, a.resolution, a.resolution) for a in archs])
     inputs = [torch.randn(1, net.in_chans, a.resolution, a.resolution) for a in archs]
     times: list[list[float]] = [[] for _ in archs]
     per_round = max(1, settings.subnet_repeats // settings.rounds)
@@ -111,6 +129,15 @@ def spread_archs(net: nn.Module, table: LatencyTable, count: int, rng: random.Ra
     return [net.space.smallest(), *inner, net.space.largest()]  # the ends by arch, not by (noisy) unit sums
 
 
+def robust_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Theil-Sen fit: the median of the pairwise slopes, then the median offset. A least-squares line on a
+    handful of timings is tilted by one slow run (a noisy neighbour); the medians ignore it."""
+    i, j = np.triu_indices(len(x), k=1)
+    keep = x[j] != x[i]
+    slope = float(np.median((y[j] - y[i])[keep] / (x[j] - x[i])[keep])) if keep.any() else 0.0
+    return slope, float(np.median(y - slope * x))
+
+
 def mape(predicted: list[float], measured: list[float]) -> float:
     p, m = np.asarray(predicted), np.asarray(measured)
     return float(np.mean(np.abs(p - m) / m) * 100)
@@ -118,11 +145,22 @@ def mape(predicted: list[float], measured: list[float]) -> float:
 
 def profile(supernet: str | nn.Module, device: str | None = None, settings: ProfileSettings | None = None,
             threads: int | None = None, seed: int = 0, out: str | os.PathLike | None = None,
-            progress: bool = True) -> LatencyTable:
+            progress: bool = True, int8: bool = False) -> LatencyTable:
     """Time every unit of ``supernet``'s space on this machine and return (and optionally save) the table.
 
-    ``supernet`` is a registered name, a saved supernet (``.safetensors`` or run directory) or a module.
+    ``supernet`` is a registered name, a saved supernet (``.safetensors`` or run directory) or a module. With
+    ``int8``, everything is timed as a statically quantized onnxruntime model (``ofa deploy --int8``'s form).
     """
+    convert, backend = None, {"runtime": "torch", "precision": "float32"}
+    if int8:
+        from .quantize import QuantSettings, ort_converter, require_int8_packages
+
+        require_int8_packages()
+        import onnxruntime
+
+        convert = ort_converter(int8=True)
+        backend = {"runtime": "onnxruntime", "precision": "int8", "onnxruntime": onnxruntime.__version__,
+                   "quantization": QuantSettings().to_dict()}
     settings = settings or ProfileSettings()
     net = _supernet(supernet).eval()
     device = device or platform.node() or "this-device"
@@ -130,23 +168,23 @@ def profile(supernet: str | nn.Module, device: str | None = None, settings: Prof
     with num_threads(threads) as used, torch.inference_mode():
         torch.manual_seed(seed)
         units = distinct_units(net)
-        table = LatencyTable(device, time_units(units, net.family, settings, seed, progress))
+        table = LatencyTable(device, time_units(units, net.family, settings, seed, progress, convert))
         n_fit, count = settings.fit_subnets, settings.fit_subnets + settings.eval_subnets
         archs = spread_archs(net, table, count, rng)
-        measured = time_subnets(net, archs, settings)
+        measured = time_subnets(net, archs, settings, convert)
     summed = np.array([table.sum_units(net.plan.static_spec(a)) for a in archs])
     measured_ = np.array(measured)
     fit = np.zeros(count, dtype=bool)
     fit[np.linspace(0, count - 1, n_fit).round().astype(int)] = True  # both sets spread over the whole range
-    scale, offset = np.polyfit(summed[fit], measured_[fit], 1)
+    scale, offset = robust_line(summed[fit], measured_[fit])
     accuracy = {"fit_subnets": n_fit, "eval_subnets": count - n_fit,
                 "mape_sum_pct": mape(summed[~fit], measured_[~fit]),
                 "mape_corrected_pct": mape(scale * summed[~fit] + offset, measured_[~fit]),
                 "measured_ms_range": [min(measured), max(measured)]}
     use_linear = accuracy["mape_corrected_pct"] < accuracy["mape_sum_pct"] and scale > 0
     if use_linear:  # the held-out figure is reported; the table keeps the fit on every measured subnet
-        scale, offset = np.polyfit(summed, measured_, 1)
-        # a few noisy points can tilt the line: never keep one that predicts <= 0 inside the measured range
+        scale, offset = robust_line(summed, measured_)
+        # never keep a line that predicts <= 0 inside the measured range
         use_linear = scale > 0 and scale * summed.min() + offset > 0
     table.correction = ({"kind": "linear", "scale": float(scale), "offset_ms": float(offset)}
                         if use_linear else {"kind": "none"})
@@ -155,8 +193,9 @@ def profile(supernet: str | nn.Module, device: str | None = None, settings: Prof
     table.meta = {
         "host": platform.node(), "machine": platform.machine(), "processor": platform.processor(),
         "torch": torch.__version__.split("+")[0], "threads": used, "batch": 1, "statistic": settings.statistic,
-        "unit_statistic": settings.unit_statistic,
-        "form": "dense network, BatchNorm folded, channels-last weights (deploy.load's form)",
+        "unit_statistic": settings.unit_statistic, **backend,
+        "form": ("int8 ONNX model (QDQ, per-channel weights; ofa deploy --int8's form) in onnxruntime" if int8 else
+                 "dense network, BatchNorm folded, channels-last weights (deploy.load's form)"),
         "settings": settings.__dict__,
         "supernet": {"name": net.name, "family": net.family, "config": net.config},
         "accuracy": accuracy,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import ofa
@@ -53,8 +54,9 @@ def test_prediction_monotone_for_nested_archs_and_close_to_measured(table_path):
     for arch, p in zip(chain, predicted):
         model = prepare_for_inference(net.extract(arch))
         measured = measure_latency(model, (1, arch.resolution, arch.resolution), repeats=15, threads=1)
-        # Loose, and against the fastest run: on a shared CI machine other jobs inflate medians at random.
-        assert 1 / 3 < p / measured["min_ms"] < 3
+        # Loose, between the fastest and the slow runs: on a shared machine other jobs inflate the table's and
+        # this measurement's medians at random (on a quiet one p90 is within ~20% of the median).
+        assert measured["min_ms"] / 3 < p < 3 * measured["p90_ms"], (p, measured)
     assert table.predict(net.extract(middle)) == pytest.approx(predicted[1])  # a dense net carries its spec
 
 
@@ -113,3 +115,12 @@ def test_mobilenet_profile_times_kernel_se_and_stride_variants(tmp_path):
     assert table.meta["supernet"]["family"] == "mbv3" and table.meta["accuracy"]["eval_subnets"] > 0
     small, large = net.space.smallest(), net.space.largest()
     assert 0 < table.predict(net, small) < table.predict(net, large)
+
+
+def test_correction_line_ignores_one_slow_run():
+    from deploy.profile import robust_line
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    y = 2 * x + 0.5
+    y[1] = 40.0  # a noisy neighbour took one measurement: least squares would tilt the line
+    assert robust_line(x, y) == pytest.approx((2.0, 0.5))
+    assert robust_line(np.ones(3), np.array([1.0, 2.0, 3.0])) == (0.0, 2.0)  # no spread in x: a constant
