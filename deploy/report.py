@@ -33,6 +33,47 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def int8_line(q: dict[str, Any]) -> str:
+    """One line comparing a device's int8 model with its float model (the printed tables use it)."""
+    t, lat, size = q["top1"], q["latency"], q["size_bytes"]
+    low, high = t["drop_ci95_pp"]
+    return (f"top-1 {t['int8']['top1']:.2f}% int8 vs {t['float32']['top1']:.2f}% float32 (drop {t['drop_pp']:+.2f} "
+            f"pp, 95% CI [{low:+.2f}, {high:+.2f}]"
+            + (f", FLAGGED: above the {t['tolerance_pp']:g} pp tolerance" if t["flagged"] else "")
+            + f"); latency {lat['int8']['median_ms']:.3f} vs {lat['float32']['median_ms']:.3f} ms "
+            f"({lat['ratio']:.2f}x, {lat['runtime']}, {lat['threads']} thread(s)); size {size['int8'] / 1e3:.0f} vs "
+            f"{size['float32'] / 1e3:.0f} kB ({size['ratio']:.2f}x)")
+
+
+def _int8_table(reports: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
+    rows = [n for n in names if reports[n].get("int8")]
+    if not rows:
+        return []
+    lines = ["## Int8 models", "",
+             "| device | top-1 float32 | top-1 int8 | drop (pp) [95% CI] | flagged | latency float32 (ms) median [p10, p90] "
+             "| latency int8 (ms) median [p10, p90] | int8 / float32 | size float32 / int8 (kB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in rows:
+        q = reports[name]["int8"]
+        t, lat, size = q["top1"], q["latency"], q["size_bytes"]
+        f, i = lat["float32"], lat["int8"]
+        low, high = t["drop_ci95_pp"]
+        lines.append(
+            f"| {name} | {t['float32']['top1']:.2f} | {t['int8']['top1']:.2f} | {t['drop_pp']:+.2f} "
+            f"[{low:+.2f}, {high:+.2f}] | {'yes' if t['flagged'] else 'no'} "
+            f"| {f['median_ms']:.3f} [{f['p10_ms']:.3f}, {f['p90_ms']:.3f}] "
+            f"| {i['median_ms']:.3f} [{i['p10_ms']:.3f}, {i['p90_ms']:.3f}] | {lat['ratio']:.2f}x "
+            f"| {size['float32'] / 1e3:.0f} / {size['int8'] / 1e3:.0f} ({size['ratio']:.2f}x) |")
+    q = reports[rows[0]]["int8"]
+    lines += ["", f"`deploy/DEVICE/model.int8.onnx`: static post-training quantization "
+              f"({q['quantization']['quant_format'].upper()}, per-channel {q['quantization']['weight_type']} weights, "
+              f"{q['quantization']['activation_type']} activations) calibrated on the calib split. Both models run in "
+              f"{q['latency']['runtime']} at batch 1, interleaved; top-1 on the test split, the drop's interval paired "
+              f"over the same images; a drop whose interval lies above {q['top1']['tolerance_pp']:g} pp is flagged. "
+              "An int8 device's LUT prediction and latency budget refer to the int8 model's median.", ""]
+    return lines
+
+
 def write_report(run: str | Path, order: list[str] | None = None) -> Path:
     """Write ``RUN/report.md`` from ``RUN/deploy/*/report.json`` (devices in ``order`` first)."""
     run = Path(run)
@@ -64,6 +105,7 @@ def write_report(run: str | Path, order: list[str] | None = None) -> Path:
               "thread(s), after warm-up (settings in each `deploy/DEVICE/report.json`). Measured top-1 is on the "
               "test split; predicted top-1 is the search's estimate. The latency table predicts the same median latency, at its "
               "own thread count.", ""]
+    lines += _int8_table(reports, names)
     slim = run / "deploy" / "slimmable" / "report.json"
     if slim.is_file():
         s = json.loads(slim.read_text())

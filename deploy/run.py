@@ -5,7 +5,9 @@ For each device in ``RUN/search/selected.json``: extract the subnet with its own
 ``model.pt2`` from ``torch.export``, ``report.json``), then ``RUN/report.md`` over all devices. A device's
 folder is built beside its final place and renamed into it, so an interrupted deploy never leaves a half-written
 artifact. With ``slimmable=True`` the chosen subnets (nested, smallest first) also become one
-:class:`deploy.SlimmableNet` in ``RUN/deploy/slimmable/``.
+:class:`deploy.SlimmableNet` in ``RUN/deploy/slimmable/``. A device whose precision is int8 (``int8=True`` for
+all, or ``precision: int8`` in its budget) also gets ``model.int8.onnx``, measured against the float model
+(``deploy.quantize``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import ofa
 from ofa.errors import OFAError
 from ofa.fold import fold_bn, prepare_for_inference
 from ofa.io import read_json
-from ofa.latency import LatencyTable
+from ofa.latency import LatencyTable, check_precision, table_key
 from ofa.timing import measure_latency, num_threads, time_pair
 
 from .export import export_onnx, export_program, require_export_packages, verify_onnx, verify_program
@@ -66,16 +68,29 @@ def _device_order(selected: dict[str, Any], devices: list[str] | None) -> list[s
     return [d for d in known if d in devices]
 
 
-def _latency_table(run: Path, device: str, entry: dict[str, Any], explicit: str | os.PathLike | None):
-    """The table to predict this device's latency with: the given path, else RUN/latency/<device>.json."""
+def _latency_table(run: Path, device: str, entry: dict[str, Any], explicit: str | os.PathLike | None,
+                   precision: str = "float32"):
+    """The table to predict this device's latency with: the given path if it times this precision, else
+    RUN/latency/<device>.json (RUN/latency/<device>.int8.json for an int8 device)."""
     if explicit is not None:
-        return LatencyTable.load(explicit), Path(explicit)
+        table = LatencyTable.load(explicit)
+        if table.precision == precision:
+            return table, Path(explicit)
     budget = entry.get("budget") or {}
     for name in (budget.get("latency_device"), device):
-        if name and (run / "latency" / f"{name}.json").is_file():
-            path = run / "latency" / f"{name}.json"
+        path = run / "latency" / f"{table_key(name, precision)}.json" if name else None
+        if path is not None and path.is_file():
             return LatencyTable.load(path), path
     return None, None
+
+
+def device_precisions(selected: dict[str, Any], names: list[str], int8: bool) -> dict[str, str]:
+    """Each device's precision: int8 for all with ``int8``, else its budget's ``precision`` (default float32)."""
+    out = {}
+    for d in names:
+        precision = "int8" if int8 else (selected["devices"][d].get("budget") or {}).get("precision") or "float32"
+        out[d] = check_precision(precision, f"search/selected.json: device {d!r}")
+    return out
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -102,12 +117,21 @@ def _load_data(run: Path, data):
 def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmable: bool = False,
                latency_table: str | os.PathLike | None = None, data=None, calib_batches: int = 32,
                batch_size: int = 64, repeats: int = 30, warmup: int = 5, threads: int | None = None,
-               progress: bool = True) -> DeployResult:
-    """Deploy the subnets ``RUN/search/selected.json`` chose (all devices, or ``devices``)."""
+               progress: bool = True, int8: bool = False, int8_tolerance_pp: float = 1.0) -> DeployResult:
+    """Deploy the subnets ``RUN/search/selected.json`` chose (all devices, or ``devices``); with ``int8`` every
+    device also gets an int8 model (devices whose budget says ``precision: int8`` get one anyway). An int8 drop
+    in test top-1 whose 95% interval lies above ``int8_tolerance_pp`` is flagged in the reports."""
     run = Path(run)
-    require_export_packages()
+    if not (isinstance(int8_tolerance_pp, (int, float)) and int8_tolerance_pp >= 0):
+        raise OFAError(f"the int8 tolerance must be a number of percentage points >= 0, got {int8_tolerance_pp!r}")
+    from .quantize import require_int8_packages
+
+    require_int8_packages() if int8 else require_export_packages()
     selected = read_selected(run)
     names = _device_order(selected, devices)
+    precisions = device_precisions(selected, names, int8)
+    if "int8" in precisions.values():
+        require_int8_packages()
     supernet_path = run / selected.get("supernet", "supernet.safetensors")
     net = ofa.load(supernet_path).eval()
     archs = {}
@@ -134,8 +158,10 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
         static.description["data_config"] = dict(data.data_config, input_size=[net.in_chans, arch.resolution,
                                                                                  arch.resolution])
         statics.append(static)
+        int8_settings = None if precisions[device] != "int8" else dict(
+            calib_batches=calib_batches, batch_size=batch_size, tolerance_pp=int8_tolerance_pp)
         report = _deploy_one(run, device, entry, static, data, latency_table, net, arch,
-                             dict(repeats=repeats, warmup=warmup, threads=threads))
+                             dict(repeats=repeats, warmup=warmup, threads=threads), int8_settings)
         result.devices[device] = report
     if slimmable:
         result.slimmable = _deploy_slimmable(run, names, statics, repeats, warmup, threads)
@@ -144,7 +170,7 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
 
 
 def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table, net, arch,
-                timing: dict[str, Any]) -> dict[str, Any]:
+                timing: dict[str, Any], int8: dict[str, Any] | None = None) -> dict[str, Any]:
     (run / "deploy").mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{device}.", dir=run / "deploy"))
     try:
@@ -156,14 +182,24 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
         program_check = verify_program(tmp / "model.pt2", static)
         shape = tuple(static.description["data_config"]["input_size"])
         deployed = prepare_for_inference(folded)  # what deploy.load returns
-        table, table_path = _latency_table(run, device, entry, latency_table)
+        precision = "float32" if int8 is None else "int8"
+        table, table_path = _latency_table(run, device, entry, latency_table, precision)
         if timing["threads"] is None and table is not None and table.meta.get("threads"):
             timing = dict(timing, threads=int(table.meta["threads"]))  # what the table's budgets bound
         latency = {f"batch{b}": measure_latency(deployed, shape, batch=b, **timing) for b in (1, 32)}
         budget_ms = (entry.get("budget") or {}).get("latency_ms")
         measured = ofa.evaluate(deployed, data.eval_loader("test", arch.resolution, batch_size=256))
+        quantized = None
+        if int8 is not None:
+            from .quantize import int8_report
+
+            quantized = int8_report(tmp, data, arch.resolution, int8["calib_batches"], int8["batch_size"],
+                                    latency["batch1"]["threads"], timing["repeats"], timing["warmup"],
+                                    int8["tolerance_pp"])
+        # what a latency budget bounds: the batch-1 median of the form the device runs
+        budget_latency = (latency["batch1"] if quantized is None else quantized["latency"]["int8"])["median_ms"]
         report = {
-            "device": device, "arch": arch.to_dict(), "budget": entry.get("budget"),
+            "device": device, "precision": precision, "arch": arch.to_dict(), "budget": entry.get("budget"),
             "macs": static.description["macs"], "params": static.description["params"],
             "preprocessing": static.description["data_config"],
             "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir())},
@@ -174,11 +210,13 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
                         "statistic": "median", **latency},
             "latency_predicted_ms": table.predict(net, arch) if table is not None else None,
             "latency_budget_ms": budget_ms,
-            "within_latency_budget": None if budget_ms is None else latency["batch1"]["median_ms"] <= budget_ms,
+            "within_latency_budget": None if budget_ms is None else budget_latency <= budget_ms,
             "latency_verified_by_search": entry.get("latency_measured"),
             "latency_table": None if table is None else {
                 "device": table.device, "path": str(table_path), "correction": table.correction.get("kind"),
+                "runtime": table.runtime, "precision": table.precision,
                 "mape_pct": table.meta.get("accuracy", {}).get("mape_pct")},
+            "int8": quantized,
             "top1": {"predicted": entry.get("predicted"),
                      "measured": {"split": "test", **measured.to_dict(), "n": measured.total},
                      "measured_by_search": entry.get("measured")},

@@ -266,7 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", help="dense, exported, measured subnets for the devices the search chose",
                             description="Extract each selected subnet with calibrated BN, write RUN/deploy/DEVICE/ "
                                         "(safetensors + JSON, ONNX checked with onnxruntime, torch.export, "
-                                        "report.json) and RUN/report.md.")
+                                        "report.json) and RUN/report.md. Devices whose budget says precision: int8 "
+                                        "(or all, with --int8) also get model.int8.onnx: static post-training "
+                                        "quantization (onnxruntime, QDQ, per-channel int8 weights) calibrated on the "
+                                        "calib split, its test top-1 and onnxruntime latency reported next to the "
+                                        "float model's.")
     deploy.add_argument("run", help="run directory (with search/selected.json)")
     deploy.add_argument("--device", action="append", help="deploy only this device (repeatable)")
     deploy.add_argument("--slimmable", action="store_true", help="also write one runtime-slimmable network")
@@ -274,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--calib-batches", type=int, default=32, help="BN calibration batches of 64 images")
     deploy.add_argument("--repeats", type=int, default=30, help="timed forward passes per latency")
     deploy.add_argument("--threads", type=int, help="torch threads while timing (default: torch's)")
+    deploy.add_argument("--int8", action="store_true",
+                        help="also quantize every device to int8 (model.int8.onnx; needs the export extra) and "
+                             "report int8 vs float32 test top-1, onnxruntime latency and size")
+    deploy.add_argument("--int8-tolerance", type=float, default=1.0, metavar="PP",
+                        help="flag an int8 top-1 drop whose 95%% interval lies above PP points (default 1.0)")
     deploy.add_argument("--quiet", action="store_true", help="no progress bar")
     deploy.set_defaults(func=lambda a: _own_module("deploy.cli").cmd_deploy(a))
 
@@ -285,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--device", help="device name recorded in the table (default: host name)")
     profile.add_argument("--coarse", action="store_true", help="quick, noisier table (tests, CI)")
     profile.add_argument("--threads", type=int, help="torch threads while timing (default: torch's)")
+    profile.add_argument("--int8", action="store_true",
+                         help="time the int8 form `ofa deploy --int8` ships (quantized ONNX in onnxruntime) for "
+                              "devices with precision: int8; write it to RUN/latency/DEVICE.int8.json")
     profile.add_argument("--quiet", action="store_true", help="no progress bar")
     profile.set_defaults(func=lambda a: _own_module("deploy.cli").cmd_profile(a))
     return parser

@@ -9,10 +9,15 @@ sum of its units' times passed through a linear correction fitted on measured wh
 whether the correction is used and how accurate it was. This module only reads and sums tables, so the search can
 budget latency without importing ``deploy``.
 
+A table also records the runtime and precision it timed: ``torch`` / ``float32`` (``ofa profile``) or
+``onnxruntime`` / ``int8`` (``ofa profile --int8``: the statically quantized ONNX form ``ofa deploy --int8``
+writes). Tables made before these fields existed are torch float32 tables. An int8 device is budgeted against its
+``DEVICE.int8`` table (``RUN/latency/DEVICE.int8.json``), a float32 device against ``DEVICE``.
+
 File format (JSON, ``format: "ofa-latency/1"``)::
 
     {"format": "ofa-latency/1", "device": "laptop", "host": "...", "threads": 2, "batch": 1, "statistic": "median_ms",
-     "unit_statistic": "p10_ms", "supernet": {"name": ..., "family": "resnet", "config": {...}},
+     "unit_statistic": "p10_ms", "runtime": "torch", "precision": "float32", "supernet": {"name": ..., "family": "resnet", "config": {...}},
      "units": {"<unit key>": <p10 ms>, ...},
      "correction": {"kind": "none"} | {"kind": "linear", "scale": a, "offset_ms": b},
      "accuracy": {"subnets": n, "mape_sum": ..., "mape_corrected": ..., ...}}
@@ -34,6 +39,20 @@ from .registry import get_family
 from .space import Arch
 
 FORMAT = "ofa-latency/1"
+PRECISIONS = ("float32", "int8")  # what a device runs; int8 is ofa deploy's statically quantized ONNX model
+
+
+def check_precision(value: Any, where: str) -> str:
+    """``value`` if it is a known precision, else an error naming ``where`` and the allowed values."""
+    if value not in PRECISIONS:
+        raise OFAError(f"{where}: precision {value!r} is not supported; allowed: {', '.join(PRECISIONS)}")
+    return value
+
+
+def table_key(device: str, precision: str = "float32") -> str:
+    """The name a device's table goes by for one precision: ``DEVICE`` (float32) or ``DEVICE.int8``; its file is
+    ``RUN/latency/<key>.json``."""
+    return device if precision == "float32" else f"{device}.{precision}"
 
 
 # -- units of a dense network -------------------------------------------------------------------------------------
@@ -82,6 +101,16 @@ class LatencyTable:
         self.correction = dict(correction or {"kind": "none"})
         self.meta = dict(meta or {})
         self._cache: dict[tuple[int, Arch], float] = {}
+
+    @property
+    def precision(self) -> str:
+        """What the table timed: ``float32`` or ``int8`` (tables made before the field: float32)."""
+        return self.meta.get("precision", "float32")
+
+    @property
+    def runtime(self) -> str:
+        """Where the table timed: ``torch`` or ``onnxruntime`` (tables made before the field: torch)."""
+        return self.meta.get("runtime", "torch")
 
     # -- prediction ----------------------------------------------------------------------------------------------
     def sum_units(self, spec: Mapping[str, Any]) -> float:
@@ -143,6 +172,8 @@ class LatencyTable:
         if not isinstance(units, dict) or not units or not all(
                 isinstance(v, (int, float)) and v > 0 for v in units.values()):
             raise OFAError(f"{path}: 'units' must map unit names to positive times in ms")
+        if "precision" in d:
+            check_precision(d["precision"], str(path))
         correction = d.get("correction") or {"kind": "none"}
         if correction.get("kind") not in ("none", "linear"):
             raise OFAError(f"{path}: unknown correction {correction.get('kind')!r}; allowed: ['linear', 'none']")
@@ -153,5 +184,5 @@ class LatencyTable:
         return iter(self.units)
 
     def __repr__(self) -> str:
-        return (f"LatencyTable(device={self.device!r}, units={len(self.units)}, "
-                f"correction={self.correction.get('kind')!r})")
+        return (f"LatencyTable(device={self.device!r}, units={len(self.units)}, runtime={self.runtime!r}, "
+                f"precision={self.precision!r}, correction={self.correction.get('kind')!r})")

@@ -2,8 +2,9 @@
 
 A device has one or more limits; an arch fits when every cost is <= its limit. MACs and params come from the
 analytic cost model; latency from a device's lookup table (``ofa.latency.LatencyTable``), found with
-``--lut DEVICE=PATH`` or at ``RUN/latency/DEVICE.json``. A budget below the smallest subnet's cost is an error
-that names the smallest achievable cost.
+``--lut DEVICE=PATH`` or at ``RUN/latency/DEVICE.json``. A device may run int8 (``precision: int8``): its latency
+comes from its int8 table (``RUN/latency/DEVICE.int8.json``, ``ofa profile --int8``) and ``ofa deploy`` quantizes
+it. A budget below the smallest subnet's cost is an error that names the smallest achievable cost.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ofa import Arch, OFAError
+from ofa.latency import PRECISIONS, check_precision, table_key
 
 KINDS = ("macs", "params", "latency_ms")
 _SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -30,6 +32,12 @@ class Budget:
     params: int | None = None
     latency_ms: float | None = None
     latency_device: str | None = None
+    precision: str = "float32"  # what the device runs: float32 or int8 (ofa.latency.PRECISIONS)
+
+    @property
+    def latency_key(self) -> str | None:
+        """The latency table this budget is measured against: ``DEVICE`` for float32, ``DEVICE.int8`` for int8."""
+        return None if self.latency_device is None else table_key(self.latency_device, self.precision)
 
     def limits(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in KINDS if getattr(self, k) is not None}
@@ -43,7 +51,7 @@ class Budget:
 
     def to_dict(self) -> dict:
         return {"macs": self.macs, "params": self.params, "latency_ms": self.latency_ms,
-                "latency_device": self.latency_device}
+                "latency_device": self.latency_device, "precision": self.precision}
 
     def describe(self) -> str:
         parts = []
@@ -53,6 +61,8 @@ class Budget:
             parts.append(f"params<={self.params / 1e6:.3g}M")
         if self.latency_ms is not None:
             parts.append(f"latency<={self.latency_ms:g}ms@{self.latency_device}")
+        if self.precision != "float32":
+            parts.append(self.precision)
         return " ".join(parts)
 
 
@@ -73,8 +83,12 @@ def parse_number(text, what: str) -> float:
 
 
 def _limit(budget: dict, kind: str, value, where: str, device: str) -> None:
+    if kind == "precision":  # not a limit: what the device runs (the latency table it is budgeted against)
+        budget["precision"] = check_precision(str(value).strip(), where)
+        return
     if kind not in KINDS:
-        raise OFAError(f"{where}: unknown budget kind {kind!r}; allowed: {list(KINDS)}")
+        raise OFAError(f"{where}: unknown budget kind {kind!r}; allowed: {list(KINDS)} (and precision: "
+                       f"{' or '.join(PRECISIONS)})")
     if kind == "latency_ms":
         text = str(value)
         number, _, lat_device = text.partition("@")
@@ -85,7 +99,8 @@ def _limit(budget: dict, kind: str, value, where: str, device: str) -> None:
 
 
 def parse_budget(text: str) -> Budget:
-    """``[NAME:]KIND=VALUE[,KIND=VALUE...]``, e.g. ``macs=40M``, ``phone:latency_ms=5@pixel7,params=1M``."""
+    """``[NAME:]KIND=VALUE[,KIND=VALUE...]``, e.g. ``macs=40M``, ``phone:latency_ms=5@pixel7,params=1M``, and
+    ``precision=int8`` for a device that runs int8."""
     name, sep, spec = text.partition(":")
     if not sep or "=" in name:
         name, spec = "", text
@@ -96,6 +111,8 @@ def parse_budget(text: str) -> Budget:
             raise OFAError(f"budget {text!r}: expected KIND=VALUE (e.g. macs=40M, params=0.3M, "
                            f"latency_ms=5@DEVICE); allowed kinds: {list(KINDS)}")
         _limit(fields, kind.strip(), value.strip(), f"budget {text!r}", name or "")
+    if not set(fields) - {"precision"}:
+        raise OFAError(f"budget {text!r} has no limit; allowed kinds: {list(KINDS)}")
     if fields.get("latency_ms") is not None and not fields.get("latency_device"):
         raise OFAError(f"budget {text!r}: a latency budget names its device: latency_ms=5@DEVICE")
     if not name:
@@ -106,8 +123,9 @@ def parse_budget(text: str) -> Budget:
 
 
 def load_devices(path: str | Path) -> list[Budget]:
-    """A devices.yaml: ``devices: {NAME: {macs: 40M, params: 0.3M, latency_ms: 5, latency_device: pixel7}}``
-    (``latency_device`` defaults to the device's own name; ``latency_ms: 5@pixel7`` works too)."""
+    """A devices.yaml: ``devices: {NAME: {macs: 40M, params: 0.3M, latency_ms: 5, latency_device: pixel7,
+    precision: int8}}`` (``latency_device`` defaults to the device's own name; ``latency_ms: 5@pixel7`` works too;
+    ``precision`` is float32 or int8, default float32)."""
     from ofa.io import read_yaml
 
     path = Path(path)
@@ -117,7 +135,7 @@ def load_devices(path: str | Path) -> list[Budget]:
     devices = doc.get("devices") if isinstance(doc, Mapping) else None
     if not isinstance(devices, Mapping) or not devices:
         raise OFAError(f"{path}: expected a `devices:` mapping of NAME -> {{macs, params, latency_ms, "
-                       "latency_device}}")
+                       "latency_device, precision}}")
     out = []
     for name, entry in devices.items():
         name = str(name)
@@ -133,6 +151,8 @@ def load_devices(path: str | Path) -> list[Budget]:
                 _limit(fields, str(kind), value, f"{path}: device {name!r}", name)
         if "latency_device" in fields and fields.get("latency_ms") is None:
             raise OFAError(f"{path}: device {name!r} has latency_device but no latency_ms")
+        if not set(fields) - {"precision", "latency_device"}:
+            raise OFAError(f"{path}: device {name!r} needs at least one limit; allowed: {list(KINDS)}")
         out.append(Budget(name=name, **fields))
     return out
 
@@ -157,21 +177,21 @@ class CostModel:
         return value
 
     def costs(self, arch: Arch, budget: Budget) -> dict[str, float]:
-        return {k: self.cost(arch, k, budget.latency_device) for k in budget.limits()}
+        return {k: self.cost(arch, k, budget.latency_key) for k in budget.limits()}
 
     def fits(self, arch: Arch, budget: Budget) -> bool:
-        return all(self.cost(arch, k, budget.latency_device) <= v for k, v in budget.limits().items())
+        return all(self.cost(arch, k, budget.latency_key) <= v for k, v in budget.limits().items())
 
     def violations(self, arch: Arch, budget: Budget) -> list[float]:
         """Relative excess per limit (<= 0 when within budget): Optuna's constraint values."""
-        return [self.cost(arch, k, budget.latency_device) / v - 1.0 for k, v in budget.limits().items()]
+        return [self.cost(arch, k, budget.latency_key) / v - 1.0 for k, v in budget.limits().items()]
 
     def check_feasible(self, budgets: Sequence[Budget]) -> None:
         """Raise for a budget below the smallest subnet's cost, naming the smallest achievable cost."""
         smallest = self.net.space.smallest()
         for b in budgets:
             for kind, limit in b.limits().items():
-                least = self.cost(smallest, kind, b.latency_device)
+                least = self.cost(smallest, kind, b.latency_key)
                 if least > limit:
                     raise OFAError(f"device {b.name!r}: budget {kind}={_show(kind, limit)} is below the smallest "
                                    f"subnet ({_show(kind, least)}); allowed: {kind} >= {_show(kind, least)}")
@@ -183,8 +203,9 @@ def _show(kind: str, value: float) -> str:
 
 def load_latency_tables(budgets: Sequence[Budget], run_dir: str | Path | None,
                         luts: Mapping[str, str] | None = None) -> dict[str, object]:
-    """The latency table of every device a budget names: ``luts[DEVICE]`` or ``RUN/latency/DEVICE.json``."""
-    wanted = sorted({b.latency_device for b in budgets if b.latency_ms is not None})
+    """The latency table of every device a budget names: ``luts[DEVICE]`` or ``RUN/latency/DEVICE.json`` (for an
+    int8 device ``luts[DEVICE.int8]`` or ``RUN/latency/DEVICE.int8.json``), keyed by ``Budget.latency_key``."""
+    wanted = sorted({b.latency_key for b in budgets if b.latency_ms is not None})
     if not wanted:
         return {}
     try:
@@ -195,11 +216,16 @@ def load_latency_tables(budgets: Sequence[Budget], run_dir: str | Path | None,
     found = _known_tables(run_dir, luts)
     tables = {}
     for device in wanted:
+        int8 = device.endswith(".int8")
         if device not in found:
             raise OFAError(f"unknown device {device!r} for a latency budget: no latency table; known devices: "
                            f"{sorted(found) or 'none'} (give --lut {device}=PATH or write "
-                           f"RUN/latency/{device}.json with `ofa profile`)")
+                           f"RUN/latency/{device}.json with `ofa profile{' --int8' if int8 else ''}`)")
         tables[device] = LatencyTable.load(found[device])
+        if tables[device].precision != ("int8" if int8 else "float32"):
+            raise OFAError(f"the latency table {found[device]} for {device!r} times {tables[device].precision}, "
+                           f"not {'int8' if int8 else 'float32'}: profile it with `ofa profile"
+                           f"{' --int8' if int8 else ''}`")
     return tables
 
 

@@ -244,9 +244,10 @@ def _fit(cfg: SearchConfig, genes: GeneSpace, archs, rows, out: Path) -> Predict
 
 
 def _cost_key(b: Budget) -> tuple[str, str | None]:
-    """What a budget's primary limit bounds: ("macs", None), ("params", None) or ("latency_ms", DEVICE)."""
+    """What a budget's primary limit bounds: ("macs", None), ("params", None) or ("latency_ms", TABLE), TABLE being
+    DEVICE or DEVICE.int8 (``Budget.latency_key``)."""
     kind = b.primary()
-    return kind, b.latency_device if kind == "latency_ms" else None
+    return kind, b.latency_key if kind == "latency_ms" else None
 
 
 def _sweep_keys(cfg: SearchConfig) -> set[tuple[str, str | None]]:
@@ -321,7 +322,7 @@ def _check_latency(cfg, genes, score, costs: CostModel, choices: list[Choice], p
 
 
 def _fronts(cfg, pool, costs: CostModel, predictor) -> list[dict]:
-    kinds = sorted({(b.primary(), b.latency_device if b.primary() == "latency_ms" else None) for b in cfg.budgets}
+    kinds = sorted({(b.primary(), b.latency_key if b.primary() == "latency_ms" else None) for b in cfg.budgets}
                    | {("macs", None)}, key=lambda k: (k[0], k[1] or ""))
     rows = []
     for kind, device in kinds:
@@ -337,7 +338,7 @@ def _cost_text(costs: CostModel, arch: Arch, b: Budget) -> str:
     macs, params = costs.net.costs(arch)
     text = f"{macs / 1e6:.2f}M MACs {params / 1e6:.3f}M params"
     if b.latency_device is not None:
-        text += f" {costs.cost(arch, 'latency_ms', b.latency_device):.2f}ms@{b.latency_device}"
+        text += f" {costs.cost(arch, 'latency_ms', b.latency_key):.2f}ms@{b.latency_key}"
     return text
 
 
@@ -361,7 +362,7 @@ def _write_outputs(cfg, out: Path, net, costs: CostModel, choices: list[Choice],
     devices = {}
     for c in choices:
         macs, params = net.costs(c.arch)
-        latency = costs.cost(c.arch, "latency_ms", c.budget.latency_device) if c.budget.latency_device else None
+        latency = costs.cost(c.arch, "latency_ms", c.budget.latency_key) if c.budget.latency_device else None
         devices[c.budget.name] = {"budget": c.budget.to_dict(), "arch": c.arch.to_dict(), "macs": macs,
                                   "params": params, "latency_ms": latency,
                                   "predicted": {"metric": cfg.metric, "value": c.predicted},

@@ -7,6 +7,10 @@ the table's thread count, and kept only if the 95% upper bound of its median lat
 otherwise the next candidate (in the re-ranked order) is timed, then the best archs the search found predicted at
 95%, 90%, 85%, 80% and 70% of the budget (a table that is a few percent optimistic near the budget is absorbed
 there). The median is the statistic tables predict and deploy reports.
+
+An int8 device is not timed here: its deployed form is a quantized onnxruntime model that only ``ofa deploy``
+builds (quantization needs ``deploy``, which the search does not import). Its budget holds by the int8 table's
+prediction, and ``ofa deploy`` reports the int8 model's measured median against the budget.
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ def latency_ladder(result, budget, costs) -> list:
     ladder = []
     for f in LADDER:
         best = result.best(lambda a, f=f: costs.fits(a, budget) and
-                           costs.cost(a, "latency_ms", budget.latency_device) <= f * budget.latency_ms)
+                           costs.cost(a, "latency_ms", budget.latency_key) <= f * budget.latency_ms)
         if best is not None and all(best.arch != e.arch for e in ladder):
             ladder.append(best)
     return ladder
@@ -112,7 +116,11 @@ def verify_choices(choices: Sequence, net, costs, predictor, metric: str, nested
         c, b = choices[i], choices[i].budget
         if b.latency_ms is None or (c.latency is not None and c.latency.get("arch_key") == c.arch.key()):
             continue
-        table = costs.tables[b.latency_device]
+        table = costs.tables[b.latency_key]
+        if b.precision != "float32":
+            c.latency = {"verified": False, "why": f"a {b.precision} device: `ofa deploy` times its quantized "
+                                                   "model in onnxruntime and reports it against the budget"}
+            continue
         if table.meta.get("host") != host:
             c.latency = {"verified": False, "why": f"the {b.latency_device!r} latency table was made on host "
                                                    f"{table.meta.get('host')!r}, not this one: `ofa deploy` on the "
@@ -126,7 +134,7 @@ def verify_choices(choices: Sequence, net, costs, predictor, metric: str, nested
             ordered = [a for a in ordered if is_contained(a, choices[i + 1].arch)]
         threads = int(table.meta.get("threads") or torch.get_num_threads())
         kept, checks = first_within_budget(net, ordered, b.latency_ms,
-                                           lambda a, d=b.latency_device: costs.cost(a, "latency_ms", d), threads,
+                                           lambda a, d=b.latency_key: costs.cost(a, "latency_ms", d), threads,
                                            timer)
         if not checks:
             raise OFAError(f"device {b.name!r}: no candidate is contained in the subnet kept for the next larger "
