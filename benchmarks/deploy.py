@@ -7,10 +7,18 @@ All in one process, CPU, for subnets across the cost range of a supernet:
 (b) the latency table's predicted versus measured latency on held-out random subnets (MAPE; goal <= 10%);
 (c) latency ratio versus MACs ratio relative to the largest arch (reported: where MACs mislead);
 (d) SlimmableNet width-switch time and memory growth over 10,000 switches (goal <= 50 us);
-(e) time per MAC with channels rounded to multiples of 8 (divisor 8) versus unrounded counts (divisor 1).
+(e) time per MAC with channels rounded to multiples of 8 (divisor 8) versus unrounded counts (divisor 1);
+(f) int8 against float32 in onnxruntime, batch 1: the largest and a middle ``ofa_resnet18`` subnet at 224 px
+    (random weights; goal int8 / float32 <= 0.5), for ONNX Runtime's quantization variants (QDQ or QOperator,
+    reduce_range, uint8 or int8 activations, per-channel or per-tensor weights, graph optimization level), with the
+    CPU's int8 instruction sets from /proc/cpuinfo;
+(g) the int8 latency table (``ofa profile --int8``) on 30 held-out subnets (MAPE; goal <= 10%);
+(h) with ``--run RUN`` (e.g. runs/demo): every device of the run deployed in int8 (in a copy): test top-1 int8
+    against float32 with the paired 95% interval of the drop (goal within 1 pp), latency and size ratios.
 
     python benchmarks/deploy.py                          # ofa_resnet_tiny, torch's thread count
     python benchmarks/deploy.py --threads 1 --pairs 40
+    python benchmarks/deploy.py --int8-only --threads 1 --run runs/demo    # (f)-(h) only: results/deploy_int8.json
 
 Writes benchmarks/results/deploy.json and prints each figure next to its goal.
 """
@@ -21,8 +29,10 @@ import argparse
 import json
 import platform
 import random
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import tracemalloc
 from dataclasses import replace
@@ -37,11 +47,12 @@ import torch  # noqa: E402
 import ofa  # noqa: E402
 from deploy.profile import ProfileSettings, profile  # noqa: E402
 from deploy.slimmable import SlimmableNet, state_bytes  # noqa: E402
-from ofa.fold import prepare_for_inference  # noqa: E402
+from ofa.fold import fold_bn, prepare_for_inference  # noqa: E402
 from ofa.timing import num_threads, time_pair  # noqa: E402
 
 GOALS = {"deployed_over_plain_max": 1.0, "lut_mape_pct": 10.0, "switch_us": 50.0, "slim_over_dense_max": 1.05,
-         "slim_memory_over_largest_dense_max": 2.0}
+         "slim_memory_over_largest_dense_max": 2.0, "int8_over_float_resnet18_max": 0.5,
+         "int8_lut_mape_pct": 10.0, "int8_top1_drop_pp_max": 1.0}
 
 
 def _once(model, x) -> float:
@@ -188,16 +199,142 @@ def _nearest_arch(net, arch):
     return space.arch_from_dict(d)
 
 
+def int8_cpu_flags() -> list[str]:
+    """The int8 dot-product instruction sets this CPU reports (VNNI, AMX), or what it has instead."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
+    except (OSError, IndexError):
+        return []
+    wanted = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "avx512f", "avx2")
+    return [f for f in wanted if f in flags]
+
+
+def bench_int8_variants(name: str, resolution: int, threads: int, repeats: int) -> list[dict]:
+    """int8 / float32 median batch-1 latency in onnxruntime of the largest and a middle subnet at ``resolution``,
+    for each quantization variant; all models of one subnet are timed round-robin (the same machine load)."""
+    import onnxruntime as ort
+
+    from deploy.export import export_onnx
+    from deploy.quantize import OrtModel, QuantSettings, quantize_onnx
+
+    net = ofa.create_supernet(name).eval()
+    rng = random.Random(0)
+    pool = sorted((replace(net.space.sample(rng), resolution=resolution) for _ in range(200)),
+                  key=lambda a: net.costs(a)[0])
+    variants = {"qdq u8 per-channel (deploy)": QuantSettings(), "reduce_range": QuantSettings(reduce_range=True),
+                "qoperator": QuantSettings(quant_format="qoperator"),
+                "s8 activations": QuantSettings(activation_type="int8"),
+                "per-tensor weights": QuantSettings(per_channel=False)}
+    rows = []
+    for label, arch in (("largest", replace(net.space.largest(), resolution=resolution)),
+                        ("middle", pool[len(pool) // 2])):
+        static = net.extract(arch).eval()
+        static.description["data_config"] = {"input_size": [net.in_chans, resolution, resolution]}
+        with tempfile.TemporaryDirectory() as work:
+            export_onnx(fold_bn(static), Path(work) / "float.onnx")
+            feeds = [{"input": torch.randn(1, net.in_chans, resolution, resolution).numpy()} for _ in range(4)]
+            paths = {"float32": Path(work) / "float.onnx"}
+            for i, (v, settings) in enumerate(variants.items()):
+                paths[v] = quantize_onnx(paths["float32"], Path(work) / f"q{i}.onnx", feeds, settings)
+
+            def session(path, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+                options = ort.SessionOptions()
+                options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+                options.graph_optimization_level = level
+                return OrtModel(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+
+            models = {v: session(p) for v, p in paths.items()}
+            models["qdq u8 per-channel, ORT basic optimization"] = session(
+                paths["qdq u8 per-channel (deploy)"], ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+            x = torch.randn(1, net.in_chans, resolution, resolution)
+            times: dict[str, list[float]] = {v: [] for v in models}
+            for m in models.values():
+                for _ in range(3):
+                    m(x)
+            for _ in range(repeats):
+                for v, m in models.items():
+                    times[v].append(_once(m, x) * 1e3)
+            ms = {v: statistics.median(t) for v, t in times.items()}
+            sizes = {v: p.stat().st_size for v, p in paths.items()}
+        rows.append({"subnet": label, "arch": arch.to_dict(), "macs": net.costs(arch)[0], "resolution": resolution,
+                     "float32_ms": ms["float32"],
+                     "variants": {v: {"ms": t, "ratio": t / ms["float32"], "p10_ms": statistics.quantiles(
+                         times[v], n=10)[0], "p90_ms": statistics.quantiles(times[v], n=10)[-1],
+                                      "size_ratio": sizes.get(v, sizes["qdq u8 per-channel (deploy)"])
+                                      / sizes["float32"]}
+                                  for v, t in ms.items() if v != "float32"}})
+    return rows
+
+
+def bench_int8_run(run: Path, threads: int | None, repeats: int) -> dict:
+    """Every device of ``run`` deployed with ``--int8`` into a copy of the run: the int8 section of each report."""
+    from deploy.run import deploy_run
+
+    with tempfile.TemporaryDirectory() as work:
+        copy = Path(work) / run.name
+        copy.mkdir()
+        for name in ("supernet.safetensors", "supernet.json", "config.yaml"):
+            shutil.copy(run / name, copy / name)
+        shutil.copytree(run / "search", copy / "search")
+        if (run / "latency").is_dir():
+            shutil.copytree(run / "latency", copy / "latency")
+        result = deploy_run(copy, int8=True, repeats=repeats, threads=threads, progress=False)
+    return {d: {"macs": r["macs"], **r["int8"]} for d, r in result.devices.items()}
+
+
+def main_int8(args, threads: int) -> dict:
+    flags = int8_cpu_flags()
+    print(f"CPU int8 instruction sets: {', '.join(flags) or 'unknown'}; {threads} thread(s)")
+    variants = bench_int8_variants("ofa_resnet18", 224, threads, args.pairs)
+    table = profile(args.supernet, device=platform.node(), settings=ProfileSettings(), progress=False, int8=True)
+    out = {"cpu_flags": flags, "threads": threads, "resnet18_224": variants, "lut": table.meta["accuracy"],
+           "lut_units": len(table.units), "lut_correction": table.correction, "lut_supernet": args.supernet}
+    if args.run:
+        out["run"] = {"path": args.run, "devices": bench_int8_run(Path(args.run), threads, args.pairs)}
+    print(f"\n(f) int8 / float32 latency in onnxruntime, ofa_resnet18 at 224 px, batch 1 (goal <= "
+          f"{GOALS['int8_over_float_resnet18_max']} for the deploy variant)")
+    for r in variants:
+        print(f"  {r['subnet']} ({r['macs'] / 1e9:.2f} GMACs): float32 {r['float32_ms']:.2f} ms")
+        for v, t in r["variants"].items():
+            print(f"    {v:44s} {t['ms']:8.2f} ms  [{t['p10_ms']:.2f}, {t['p90_ms']:.2f}]  {t['ratio']:.2f}x")
+    acc = out["lut"]
+    print(f"\n(g) int8 latency table ({args.supernet}, {len(table.units)} units): MAPE on {acc['eval_subnets']} "
+          f"held-out subnets: sum {acc['mape_sum_pct']:.1f}%, corrected {acc['mape_corrected_pct']:.1f}% (used: "
+          f"{acc['used']}; goal <= {GOALS['int8_lut_mape_pct']}%)")
+    if args.run:
+        print(f"\n(h) {args.run} deployed in int8: drop = float32 - int8 test top-1 (goal within "
+              f"{GOALS['int8_top1_drop_pp_max']} pp)")
+        for d, q in out["run"]["devices"].items():
+            t, lat = q["top1"], q["latency"]
+            print(f"  {d:10s} {q['macs'] / 1e6:6.2f}M MACs  top-1 {t['float32']['top1']:.2f} -> {t['int8']['top1']:.2f}"
+                  f" (drop {t['drop_pp']:+.2f} pp [{t['drop_ci95_pp'][0]:+.2f}, {t['drop_ci95_pp'][1]:+.2f}])  "
+                  f"latency {lat['float32']['median_ms']:.3f} -> {lat['int8']['median_ms']:.3f} ms "
+                  f"({lat['ratio']:.2f}x)  size {q['size_bytes']['ratio']:.2f}x")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--supernet", default="ofa_resnet_tiny")
     parser.add_argument("--archs", type=int, default=6, help="subnets across the cost range")
     parser.add_argument("--pairs", type=int, default=30, help="interleaved A/B pairs per measurement")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "deploy.json"))
+    parser.add_argument("--run", help="a trained run (e.g. runs/demo): also deploy its devices in int8, in a copy")
+    parser.add_argument("--int8-only", action="store_true", help="only the int8 figures (f)-(h)")
+    parser.add_argument("--out", default=None, help="results JSON (default results/deploy.json, or "
+                                                    "results/deploy_int8.json with --int8-only)")
     args = parser.parse_args()
+    args.out = args.out or str(Path(__file__).parent / "results" / f"deploy{'_int8' if args.int8_only else ''}.json")
     torch.manual_seed(0)
     net = ofa.create_supernet(args.supernet).eval()
+    if args.int8_only:
+        with num_threads(args.threads) as threads:
+            result = {"host": platform.node(), "torch": torch.__version__, "goals": GOALS,
+                      "int8": main_int8(args, threads)}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {args.out}")
+        return
     with num_threads(args.threads) as threads:
         archs = cost_range(net, args.archs)
         print(f"{args.supernet}: {len(archs)} archs, {threads} thread(s), host {platform.node()}")
@@ -207,12 +344,13 @@ def main() -> None:
         switch = bench_switch(net)
         slim_speed = bench_slim_speed(net, args.pairs)
         divisor = bench_divisor(args.supernet, 8, args.pairs)
+        int8 = main_int8(args, threads)
     acc = table.meta["accuracy"]
     result = {"supernet": args.supernet, "threads": threads, "host": platform.node(),
               "torch": torch.__version__, "note": "CPU timings on a shared machine; ratios are interleaved A/B",
               "folding": folding, "lut": {k: v for k, v in acc.items()}, "lut_units": len(table.units),
               "lut_correction": table.correction, "macs_vs_latency": macs, "switch": switch, "slim_speed": slim_speed,
-              "divisor": divisor,
+              "divisor": divisor, "int8": int8,
               "goals": GOALS}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -67,6 +67,25 @@ def _deploy(d: dict) -> list[dict]:
     if ratios:
         rows.append({"figure": "deployed / plain-BN latency (worst median)", "value": max(ratios),
                      "goal": "<= 1.0", "met": max(ratios) <= 1.0})
+    return rows + _int8(d.get("int8"), goals)
+
+
+def _int8(q: dict | None, goals: dict) -> list[dict]:
+    if not q:
+        return []
+    rows = []
+    for r in q["resnet18_224"]:
+        ratio = r["variants"]["qdq u8 per-channel (deploy)"]["ratio"]
+        rows.append({"figure": f"int8 / float32 latency, resnet18 {r['subnet']} 224 px", "value": ratio,
+                     "goal": f"<= {goals.get('int8_over_float_resnet18_max', 0.5)}",
+                     "met": ratio <= goals.get("int8_over_float_resnet18_max", 0.5)})
+    mape = q["lut"]["mape_pct"]
+    rows.append({"figure": "int8 latency table MAPE (30 held-out)", "value": mape,
+                 "goal": f"<= {goals.get('int8_lut_mape_pct', 10)}", "met": mape <= goals.get("int8_lut_mape_pct", 10)})
+    for device, r in (q.get("run") or {}).get("devices", {}).items():
+        drop = r["top1"]["drop_pp"]
+        rows.append({"figure": f"int8 top-1 drop, {device} (pp)", "value": drop, "goal": "<= 1.0",
+                     "met": drop <= goals.get("int8_top1_drop_pp_max", 1.0)})
     return rows
 
 
@@ -77,7 +96,7 @@ def run_script(name: str, device: str, run: Path | None) -> int:
     cmd = [sys.executable, str(HERE / f"{name}.py")]
     if name in ("core", "train"):
         cmd += ["--device", device]
-    if name in ("search", "scratch_vs_ofa") and run is not None:
+    if name in ("search", "scratch_vs_ofa", "deploy") and run is not None:
         cmd += ["--run", str(run)]
     print(f"\n=== {' '.join(cmd[1:])}", flush=True)
     return subprocess.call(cmd)
@@ -93,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = Path(args.run) if args.run else Path("runs/demo")
     if not args.summary_only:
-        if any(n in ("search", "scratch_vs_ofa") for n in args.only) and not (run / "supernet.safetensors").is_file():
+        if any(n in ("search", "scratch_vs_ofa", "deploy") for n in args.only) and not (run / "supernet.safetensors").is_file():
             subprocess.check_call([sys.executable, "-m", "ofa.cli", "demo", "--out", str(run), "--quiet"])
         failed = [n for n in args.only if run_script(n, args.device, run) != 0]
         if failed:

@@ -82,6 +82,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 DEMO_STAGES = ("train", "profile", "search", "deploy")
 DEMO_DEVICE = "this-cpu"  # the latency table profiled on this machine
+DEMO_INT8 = "server"  # deployed in int8 too: the largest subnet, where quantization has the most to speed up
 
 
 def _demo_state(out: Path, mode: str, supernet: str) -> dict:
@@ -124,7 +125,8 @@ def demo_budgets(run: Path, supernet: str = "ofa_resnet_tiny") -> list:
     # The latency budget sits 40% of the way from the smallest to the largest subnet's predicted latency here.
     low, high = table.predict(net, space.smallest()), table.predict(net, space.largest())
     latency_ms = float(f"{low + 0.4 * (high - low):.3g}")
-    macs = [search_budgets.Budget(name, macs=value) for name, value in DEMOS[supernet]["macs"].items()]
+    macs = [search_budgets.Budget(name, macs=value, precision="int8" if name == DEMO_INT8 else "float32")
+            for name, value in DEMOS[supernet]["macs"].items()]
     return macs + [search_budgets.Budget(DEMO_DEVICE, latency_ms=latency_ms, latency_device=DEMO_DEVICE)]
 
 
@@ -219,6 +221,8 @@ def _print_demo_table(out: Path) -> None:
             print(f"{device}: latency budget {report['latency_budget_ms']:g} ms; deployed {b1['median_ms']:.3f} ms "
                   f"(median [p10 {b1['p10_ms']:.3f}, p90 {b1['p90_ms']:.3f}], {b1['threads']} threads): "
                   + ("within budget" if report["within_latency_budget"] else "OVER BUDGET"))
+        if report.get("int8"):
+            print(f"{device} int8: {_own_module('deploy.report').int8_line(report['int8'])}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "ofa_resnet_tiny: train every phase, profile a latency table on this machine, "
                                       "measure subnets and fit the predictor, search three MAC budgets (micro, "
                                       "mobile, server) and one latency budget as a nested chain, then deploy dense "
-                                      "ONNX-checked subnets and one runtime-slimmable network. Re-running into the "
-                                      "same --out resumes where it stopped.")
+                                      "ONNX-checked subnets (server also in int8, compared with its float model) "
+                                      "and one runtime-slimmable network. Re-running into the same --out resumes "
+                                      "where it stopped.")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     demo.add_argument("--quick", action="store_true", help="fewer steps and subnets: about 2 minutes (used by CI)")
     demo.add_argument("--supernet", default="ofa_resnet_tiny", choices=sorted(DEMOS),

@@ -1,5 +1,6 @@
 """ofa deploy end to end on a hand-built run (real mnist5k data): artifacts, round trip in a fresh process,
-ONNX and torch.export equality, report files, the slimmable artifact, and clear errors."""
+ONNX and torch.export equality, report files, the slimmable artifact, the int8 model of a device whose budget
+says precision: int8, and clear errors."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def make_run(root: Path) -> Path:
     (run / "search").mkdir()
     no_budget = {"macs": None, "params": None, "latency_ms": None, "latency_device": None}
     selected = {"supernet": "supernet.safetensors", "nested": True, "order": ["watch", "phone"],
-                "devices": {"watch": _entry(net, SMALL, dict(no_budget, macs=3_000_000)),
+                "devices": {"watch": _entry(net, SMALL, dict(no_budget, macs=3_000_000, precision="int8")),
                             "phone": _entry(net, LARGE, dict(no_budget, latency_ms=5.0, latency_device="cpu"))}}
     (run / "search" / "selected.json").write_text(json.dumps(selected))
     (run / "search" / "pareto.png").write_bytes(b"\x89PNG\r\n\x1a\n")
@@ -85,6 +86,45 @@ def test_deploy_writes_verified_artifacts_and_reports(deployed):
     assert text.index("| watch |") < text.index("| phone |")
     assert "search/pareto.png" in text and "deploy/slimmable/" in text
     assert not [p for p in (run / "deploy").iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_int8_device_gets_a_quantized_model_measured_against_the_float_one(deployed, capsys):
+    import onnx
+    import onnxruntime as ort
+
+    folder = deployed / "deploy" / "watch"
+    report = json.loads((folder / "report.json").read_text())
+    assert report["precision"] == "int8" and report["files"]["model.int8.onnx"] > 0
+    q = report["int8"]
+    assert q["quantization"]["calibration"] == {"split": "calib", "images": 128}  # 2 batches of 64, never test
+    assert q["quantization"]["per_channel"] and q["quantization"]["quant_format"] == "qdq"
+    graph = onnx.load(str(folder / "model.int8.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    scales = [i for i in graph.initializer if i.name.endswith("_scale") and len(i.dims) == 1 and i.dims[0] > 1]
+    assert scales  # per-channel weight scales
+    # Sizes and accuracy as measured: int8 weights take about a quarter of the float file
+    assert q["size_bytes"]["int8"] == (folder / "model.int8.onnx").stat().st_size
+    assert q["size_bytes"]["ratio"] < 0.5
+    t = q["top1"]
+    assert t["float32"]["n"] == t["int8"]["n"] == 750 and t["split"] == "test"
+    assert t["drop_pp"] == pytest.approx(t["float32"]["top1"] - t["int8"]["top1"])
+    low, high = t["drop_ci95_pp"]
+    assert low <= t["drop_pp"] <= high and t["flagged"] == (low > t["tolerance_pp"] == 1.0)
+    assert t["float32"]["top1"] == pytest.approx(report["top1"]["measured"]["top1"], abs=0.3)  # same model, ORT
+    lat = q["latency"]
+    assert lat["runtime"].startswith("onnxruntime") and lat["threads"] == 1 and lat["batch"] == 1
+    assert lat["ratio"] == pytest.approx(lat["int8"]["median_ms"] / lat["float32"]["median_ms"])
+    # The int8 file runs on its own in onnxruntime with a dynamic batch, close to the float model on real images
+    from train.data import load_run_data
+
+    x = next(iter(load_run_data(deployed).eval_loader("test", 16, batch_size=6)))[0].numpy()
+    runs = [ort.InferenceSession(str(folder / f), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for f in ("model.onnx", "model.int8.onnx")]
+    assert runs[1].shape == (6, 10) and np.abs(runs[1] - runs[0]).max() < 0.1 * np.abs(runs[0]).max()
+    assert json.loads((deployed / "deploy" / "phone" / "report.json").read_text())["int8"] is None
+    text = (deployed / "report.md").read_text()
+    assert "## Int8 models" in text and "| watch |" in text.split("## Int8 models")[1]
 
 
 def test_deployed_bn_is_calibrated_not_sliced(deployed):
