@@ -18,6 +18,7 @@ examples:
   ofa search runs/tiny --budget macs=5M --budget params=0.2M
   ofa search runs/tiny --devices devices.yaml --nested
   ofa search runs/tiny --budget phone:latency_ms=3@pixel7 --lut pixel7=pixel7.json
+  ofa search runs/tiny --budget board:latency_ms=2@pi5,precision=int8     (RUN/latency/pi5.int8.json)
   ofa search runs/tiny --budget macs=5M --workers 4    (4 local measurement workers: one per GPU, or CPU split)
   ofa search runs/tiny --measure-only --storage postgresql://user@db/ofa     (one per worker machine)
 """
@@ -29,10 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EXAMPLES
     p.add_argument("run", help="run directory written by `ofa train` (supernet.safetensors, config.yaml)")
     p.add_argument("--budget", action="append", default=[], metavar="[NAME:]KIND=VALUE[,...]",
-                   help="a device budget: macs=40M, params=0.3M, latency_ms=5@DEVICE (repeatable)")
-    p.add_argument("--devices", metavar="YAML", help="devices.yaml: devices: {NAME: {macs: 40M, ...}}")
+                   help="a device budget: macs=40M, params=0.3M, latency_ms=5@DEVICE, and precision=int8 for a "
+                        "device that runs int8 (its latency from the DEVICE.int8 table) (repeatable)")
+    p.add_argument("--devices", metavar="YAML",
+                   help="devices.yaml: devices: {NAME: {macs: 40M, ..., precision: float32|int8}}")
     p.add_argument("--lut", action="append", default=[], metavar="DEVICE=PATH",
-                   help="latency table of a device (default RUN/latency/DEVICE.json)")
+                   help="latency table of a device (default RUN/latency/DEVICE.json; DEVICE.int8=PATH and "
+                        "RUN/latency/DEVICE.int8.json for int8 devices)")
     p.add_argument("--storage", help="Optuna storage URL of the measurements (default "
                                      "sqlite:///RUN/search/study.db; postgresql://... for several machines; "
                                      "journal:PATH for one worker)")
