@@ -66,7 +66,8 @@ def _int8_table(reports: dict[str, dict[str, Any]], names: list[str]) -> list[st
             f"| {size['float32'] / 1e3:.0f} / {size['int8'] / 1e3:.0f} ({size['ratio']:.2f}x) |")
     q = reports[rows[0]]["int8"]
     lines += ["", f"`deploy/DEVICE/model.int8.onnx`: static post-training quantization "
-              f"({q['quantization']['quant_format'].upper()}, per-channel {q['quantization']['weight_type']} weights, "
+              f"({q['quantization']['quant_format'].upper()}, per-channel {q['quantization']['weight_type']} weights"
+              f"{' (7 bits used)' if q['quantization']['reduce_range'] else ''}, "
               f"{q['quantization']['activation_type']} activations) calibrated on the calib split. Both models run in "
               f"{q['latency']['runtime']} at batch 1, interleaved; top-1 on the test split, the drop's interval paired "
               f"over the same images; a drop whose interval lies above {q['top1']['tolerance_pp']:g} pp is flagged. "
