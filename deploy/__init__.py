@@ -14,6 +14,7 @@ _EXPORTS = {
     "SlimmableNet": "slimmable", "LatencyController": "slimmable",
     "profile": "profile", "ProfileSettings": "profile",
     "deploy_run": "run", "DeployResult": "run", "write_report": "report",
+    "QuantSettings": "quantize", "quantize_onnx": "quantize", "int8_report": "quantize",
 }
 __all__ = sorted(_EXPORTS)
 

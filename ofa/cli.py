@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--coarse", action="store_true", help="quick, noisier table (tests, CI)")
     profile.add_argument("--threads", type=int, help="torch threads while timing (default: torch's)")
     profile.add_argument("--int8", action="store_true",
-                         help="time the int8 form `ofa deploy --int8` ships (quantized ONNX in onnxruntime) for "
-                              "devices with precision: int8; write it to RUN/latency/DEVICE.int8.json")
+                         help="time the int8 form `ofa deploy --int8` ships (quantized ONNX in onnxruntime): the "
+                              "table for devices with precision: int8 (save it as RUN/latency/DEVICE.int8.json)")
     profile.add_argument("--quiet", action="store_true", help="no progress bar")
     profile.set_defaults(func=lambda a: _own_module("deploy.cli").cmd_profile(a))
     return parser

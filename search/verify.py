@@ -118,8 +118,8 @@ def verify_choices(choices: Sequence, net, costs, predictor, metric: str, nested
             continue
         table = costs.tables[b.latency_key]
         if b.precision != "float32":
-            c.latency = {"verified": False, "why": f"a {b.precision} device: `ofa deploy` times its quantized "
-                                                   "model in onnxruntime and reports it against the budget"}
+            c.latency = {"verified": False, "why": f"a device running {b.precision}: `ofa deploy` times its "
+                                                   "quantized model in onnxruntime and reports it against the budget"}
             continue
         if table.meta.get("host") != host:
             c.latency = {"verified": False, "why": f"the {b.latency_device!r} latency table was made on host "

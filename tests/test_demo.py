@@ -52,6 +52,9 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     assert (out / "deploy" / "slimmable").is_dir()
     assert (out / "report.md").is_file() and (out / "search" / "pareto.png").stat().st_size > 10_000
     assert "measured top-1 (test)" in result.stdout
+    # one device runs int8 too: its quantized model beside the float one, and its float vs int8 line
+    assert selected["devices"]["server"]["budget"]["precision"] == "int8"
+    assert (out / "deploy" / "server" / "model.int8.onnx").is_file() and "server int8: top-1" in result.stdout
 
     again = ofa_cli("demo", "--quick", "--out", str(out), "--quiet")
     assert again.returncode == 0 and again.stdout.count("already done") == 4
