@@ -143,15 +143,22 @@ def _taylor_scores(net: nn.Module, groups: list[ChannelGroup], batches: Iterable
     return scores
 
 
-def channel_importance(net: nn.Module, criterion: str = "l1", batches: Iterable | None = None,
-                       num_batches: int = 4) -> list[tuple[ChannelGroup, torch.Tensor]]:
-    """One importance score per channel of every group of ``net`` (larger is more important)."""
+def check_criterion(net: nn.Module, criterion: str) -> list[ChannelGroup]:
+    """``net``'s channel groups, after checking that ``criterion`` can score them (a training config is checked
+    with this before its first step, not when its first widening phase starts)."""
     if criterion not in CRITERIA:
         raise OFAError(f"unknown channel-importance criterion {criterion!r}; allowed: {list(CRITERIA)}")
     groups = net.channel_groups()
     if criterion in ("bn", "taylor") and any(bn is None for g in groups for _, bn in g.producers):
         raise OFAError(f"criterion {criterion!r} scores the BatchNorm after each layer, and {net.family} networks "
                        "have layers without one; use l1 or fpgm")
+    return groups
+
+
+def channel_importance(net: nn.Module, criterion: str = "l1", batches: Iterable | None = None,
+                       num_batches: int = 4) -> list[tuple[ChannelGroup, torch.Tensor]]:
+    """One importance score per channel of every group of ``net`` (larger is more important)."""
+    groups = check_criterion(net, criterion)
     if criterion == "taylor":
         with net.active(net.space.largest()):
             taylor = _taylor_scores(net, groups, batches, num_batches)

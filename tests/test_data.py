@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from ofa import OFAError
-from train.data import load_data, load_run_data
+from train.data import check_images, load_data, load_run_data
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +113,19 @@ def test_clear_errors_for_missing_paths_and_unknown_datasets(tmp_path):
     (tmp_path / "one").mkdir()
     with pytest.raises(OFAError, match="one sub-folder per class"):
         load_data(f"imagefolder:{tmp_path / 'one'}")
+
+
+def test_unreadable_image_is_skipped_with_a_warning_and_the_pre_pass_names_it(tmp_path, capsys):
+    import train.data as data_module
+
+    _write_images(tmp_path / "imgs", classes=3, per_class=12)
+    data = load_data(f"imagefolder:{tmp_path / 'imgs'}", seed=0)
+    source, indices = data.splits["train"]
+    bad = source.describe(int(indices[3]))
+    Path(bad).write_bytes(b"not a png")  # a truncated download, a stray file
+    data_module.UNREADABLE.clear()
+    labels = torch.cat([y for _, y in data.train_loader(20, 4, seed=0, epoch=0)])
+    assert len(labels) == 4 * (data.split_sizes["train"] // 4)  # every batch full: the next image stood in
+    assert list(data_module.UNREADABLE) == [bad] and bad in capsys.readouterr().err
+    with pytest.raises(OFAError, match=r"1 unreadable image\(s\): .*" + re.escape(Path(bad).name)):
+        check_images(data)

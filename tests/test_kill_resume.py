@@ -16,6 +16,7 @@ import torch
 import yaml
 from test_train import small_config as train_small_config
 
+from train.checkpoint import latest_checkpoint
 from train.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ def small_config() -> dict:
     # On CPU even where a GPU exists: bit-identical resume is the CPU promise (README, "Resume": CUDA kernels
     # are not bitwise reproducible; on an H200 these comparisons differ in every weight).
     config = train_small_config(max_steps_per_epoch=3, eval={"calib_images": 32, "val_images": 32, "batch_size": 32},
-                                cpu=True)
+                                cpu=True, threads=THREADS)
     # Two phases keep it short: the full network, then the whole space (with its channel sort); the frozen teacher
     # is on, so its state is part of what a resume must restore.
     config["phases"] = [config["phases"][0], config["phases"][-1]]
@@ -113,4 +114,26 @@ def test_killed_while_writing_a_checkpoint_resumes_to_the_same_weights(reference
     leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
     assert leftovers, "the kill should have left a half-written temporary file"
     assert len(list((run / "checkpoints").glob("step*.pt"))) == 1  # only the complete one counts
+    _resume_and_compare(run, expected)
+
+
+def test_ctrl_c_inside_a_step_saves_that_step_and_resumes_to_the_same_weights(reference, monkeypatch, capsys):
+    import train.trainer as trainer_module
+
+    base, expected = reference
+    run = base / "ctrl_c"
+    real, calls = trainer_module.sandwich_backward, [0]
+
+    def interrupted_in_the_middle(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 4:  # Ctrl-C lands while this step computes
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "sandwich_backward", interrupted_in_the_middle)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(), run, progress=False)
+    assert latest_checkpoint(run).name == "step000000004.pt"  # the interrupted step finished and was kept
+    assert f"ofa train --resume {run}" in capsys.readouterr().err
+    monkeypatch.setattr(trainer_module, "sandwich_backward", real)
     _resume_and_compare(run, expected)

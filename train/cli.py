@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="override the config's setting")
     parser.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU exists")
     parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--threads", type=int, help="torch threads per process (default: the config's `threads`, "
+                                                    "else usable cores / processes on this machine)")
     parser.add_argument("--log-with", choices=["tensorboard"],
                         help="also log to TensorBoard (RUN/tensorboard/; needs pip install 'ofa-supernet[tensorboard]')")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -31,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
     overrides = {"mixed_precision": args.mixed_precision, "seed": args.seed, "cpu": True if args.cpu else None,
-                 "log_with": args.log_with}
+                 "log_with": args.log_with, "threads": args.threads}
     config = None
     if args.resume is None:
         from ofa.errors import OFAError
@@ -52,4 +54,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(config, args.out, resume=args.resume, overrides=overrides, progress=not args.quiet)
     if result.is_main_process:
         print(f"wrote {result.run_dir}: supernet.safetensors ({result.global_step} steps), metrics.csv, config.yaml")
+        last = [row for row in result.metrics if row["step"] == result.metrics[-1]["step"]] if result.metrics else []
+        if last:
+            print("final validation top-1: " + ", ".join(
+                f"{row['subnet']} {float(row['val_top1']):.1f}% [{float(row['ci_low']):.1f}, "
+                f"{float(row['ci_high']):.1f}]" for row in last))
+        if result.skipped_images:
+            print(f"skipped {len(result.skipped_images)} unreadable image(s): "
+                  + ", ".join(result.skipped_images[:5]) + (" ..." if len(result.skipped_images) > 5 else ""))
     return 0

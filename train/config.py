@@ -17,7 +17,22 @@ from typing import Any
 
 from ofa.errors import OFAError
 from ofa.io import read_yaml
+from ofa.sorting import CRITERIA
 from ofa.space import SearchSpace
+
+from .checks import (
+    BOOLEAN,
+    MAPPING,
+    OPTIONAL_STRING,
+    STRING,
+    Check,
+    check_section,
+    choice,
+    integer,
+    keyword_names,
+    number,
+)
+from .data import check_dataset_spec
 
 DIMENSIONS = ("resolutions", "stem", "depths", "widths", "expands", "kernels", "heads")
 WIDTH_DIMENSIONS = ("stem", "widths", "expands", "heads")  # the ones channel (and head) sorting serves
@@ -26,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "batch_size": 64,          # per process
     "num_workers": 0,
+    "threads": None,           # intra-op threads per process; null = usable cores / local processes
     "augment": True,
     "mixed_precision": "no",   # no | fp16 | bf16
     "cpu": False,              # force CPU even when an accelerator exists
@@ -65,41 +81,68 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+TOP_CHECKS = {
+    "seed": integer(0), "batch_size": integer(1), "num_workers": integer(0), "augment": BOOLEAN,
+    "mixed_precision": choice(("no", "fp16", "bf16")), "cpu": BOOLEAN, "channels_last": BOOLEAN,
+    "threads": integer(1, nullable=True), "gradient_accumulation_steps": integer(1),
+    "label_smoothing": number(0, 1, high_open=True), "num_random": integer(0), "kd_ratio": number(0, 1),
+    "kd_temperature": number(0, low_open=True), "sort_criterion": choice(CRITERIA), "checkpoint_every": integer(1),
+    "keep_checkpoints": integer(1), "log_subnets": BOOLEAN,
+    "log_with": Check(lambda v: v in (None, "tensorboard"), "null or tensorboard"),
+    "max_steps_per_epoch": integer(1, nullable=True),
+    "optimizer": MAPPING, "scheduler": MAPPING, "eval": MAPPING, "supernet": MAPPING, "timm": MAPPING,
+    "data": Check(lambda v: isinstance(v, (str, dict)), "a dataset spec or a mapping {spec, root, seed}"),
+    "phases": Check(lambda v: isinstance(v, list) and bool(v),
+                    "a non-empty list of phases (name, epochs, lr, warmup_epochs, allowed values)"),
+}
+DATA_CHECKS = {"spec": STRING, "root": OPTIONAL_STRING, "seed": integer(0), "download": BOOLEAN,
+               "augment": MAPPING, "check_images": BOOLEAN}
+EVAL_CHECKS = {"calib_images": integer(1, nullable=True), "val_images": integer(1, nullable=True),
+               "batch_size": integer(1)}
+TIMM_CHECKS = {"name": STRING, "checkpoint_path": OPTIONAL_STRING, "skip_first_phase": BOOLEAN}
+PHASE_CHECKS = {"name": Check(lambda v: isinstance(v, (str, int)) and v != "", "a non-empty name"),
+                "epochs": integer(1), "lr": number(0, low_open=True), "warmup_epochs": integer(0),
+                "num_random": integer(0), "space": MAPPING}
+# create_transform arguments the data sets itself, or that only concern evaluation or token-packing pipelines
+TRANSFORM_OWNED = {"input_size", "is_training", "mean", "std", "use_prefetcher", "separate", "normalize", "crop_pct",
+                   "crop_mode", "crop_border_pixels", "tf_preprocessing", "naflex", "patch_size", "max_seq_len",
+                   "patchify", "patchify_channels_last", "patchify_flatten"}
+SET_BY_PHASES = {"num_epochs", "warmup_epochs", "updates_per_epoch", "step_on_epochs"}  # scheduler args we own
+
+
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Defaults filled in and every field checked (phase sub-spaces are checked against the supernet later)."""
-    known = set(DEFAULTS) | {"supernet", "timm", "data", "phases"}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise OFAError(f"unknown config entry {unknown[0]!r}; allowed: {sorted(known)}")
+    """Defaults filled in and every value checked (phase sub-spaces are checked against the supernet later)."""
+    check_section(config, TOP_CHECKS, "config")
     out = _merge(DEFAULTS, config)
     if "supernet" not in out and "timm" not in out:
         raise OFAError("the config needs `supernet: {name: ...}` (see `ofa info`) or `timm: {name, checkpoint_path}`")
     if "supernet" in out and "timm" in out:
         raise OFAError("give either `supernet:` or `timm:` in the config, not both")
     for key in ("supernet", "timm"):
-        if key in out and (not isinstance(out[key], dict) or "name" not in out[key]):
+        if key in out and not isinstance(out[key].get("name"), str):
             raise OFAError(f"`{key}:` must be a mapping with a `name`")
-    data = out.get("data") or {"spec": "mnist5k"}
-    if isinstance(data, str):
-        data = {"spec": data}
-    if not isinstance(data, dict) or "spec" not in data:
-        raise OFAError("`data:` must be a dataset spec or a mapping {spec, root, seed}")
-    out["data"] = {"spec": data["spec"], "root": data.get("root"), "seed": int(data.get("seed", 0)),
-                   "download": bool(data.get("download", False)), **({"augment": data["augment"]}
-                                                                      if data.get("augment") else {})}
-    if out["mixed_precision"] not in ("no", "fp16", "bf16"):
-        raise OFAError(f"mixed_precision must be one of no, fp16, bf16; got {out['mixed_precision']!r}")
-    if out["log_with"] not in (None, "tensorboard"):
-        raise OFAError(f"log_with must be null or tensorboard; got {out['log_with']!r}")
-    for key in ("batch_size", "checkpoint_every", "keep_checkpoints", "gradient_accumulation_steps"):
-        if not isinstance(out[key], int) or out[key] < 1:
-            raise OFAError(f"{key} must be a positive integer, got {out[key]!r}")
-    _check_num_random(out["num_random"], "")
-    phases = out.get("phases")
-    if not isinstance(phases, list) or not phases:
-        raise OFAError("the config needs a non-empty `phases:` list (name, epochs, lr, warmup_epochs, allowed values)")
+    if "timm" in out:  # the family importers' own keyword arguments are checked when the supernet is built
+        check_section({k: v for k, v in out["timm"].items() if k in TIMM_CHECKS}, TIMM_CHECKS, "timm")
+    data = out["data"] if "data" in config else {"spec": "mnist5k"}
+    data = {"spec": data} if isinstance(data, str) else data
+    check_section(data, DATA_CHECKS, "data")
+    if "spec" not in data:
+        raise OFAError("`data:` needs a `spec` (mnist5k | imagefolder:PATH | cifar10:PATH | ...)")
+    check_dataset_spec(data["spec"])
+    if data.get("augment"):
+        from timm.data import create_transform
+
+        check_section(data["augment"], {}, "data.augment",
+                      extra=keyword_names(create_transform, exclude=TRANSFORM_OWNED))
+    out["data"] = {"spec": data["spec"], "root": data.get("root"), "seed": data.get("seed", 0),
+                   "download": data.get("download", False),
+                   **({"augment": data["augment"]} if data.get("augment") else {}),
+                   **({"check_images": True} if data.get("check_images") else {})}
+    check_section(out["eval"], EVAL_CHECKS, "eval")
+    _check_optimizer(out["optimizer"])
+    _check_scheduler(out["scheduler"])
     names = set()
-    for i, phase in enumerate(phases):
+    for i, phase in enumerate(out["phases"]):
         if not isinstance(phase, dict):
             raise OFAError(f"phases[{i}] must be a mapping with name, epochs, lr")
         where = f"phase {phase.get('name', i)!r}"
@@ -109,16 +152,12 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
         for key in ("name", "epochs", "lr"):
             if key not in phase:
                 raise OFAError(f"{where}: missing `{key}`")
+        check_section({k: v for k, v in phase.items() if k in PHASE_CHECKS}, PHASE_CHECKS, where)
         if phase["name"] in names:
             raise OFAError(f"two phases are named {phase['name']!r}; phase names must be unique")
         names.add(phase["name"])
-        if not isinstance(phase["epochs"], int) or phase["epochs"] < 1:
-            raise OFAError(f"{where}: epochs must be a positive integer, got {phase['epochs']!r}")
-        if not isinstance(phase["lr"], (int, float)) or phase["lr"] <= 0:
-            raise OFAError(f"{where}: lr must be a positive number, got {phase['lr']!r}")
         phase.setdefault("warmup_epochs", 0)
         phase.setdefault("num_random", out["num_random"])  # once-for-all samples more subnets in later phases
-        _check_num_random(phase["num_random"], f"{where}: ")
         # allowed values may sit under `space:` or directly in the phase
         space = dict(phase.pop("space", None) or {})
         for dim in DIMENSIONS:
@@ -128,14 +167,45 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
         if bad:
             raise OFAError(f"{where}: unknown elastic dimension {bad[0]!r}; allowed: {list(DIMENSIONS)}")
         phase["space"] = space
-    if out["eval"].get("calib_images") is not None and int(out["eval"]["calib_images"]) < 1:
-        raise OFAError("eval.calib_images must be positive")
     return out
 
 
-def _check_num_random(value: Any, where: str) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise OFAError(f"{where}num_random must be a non-negative integer, got {value!r}")
+def _check_optimizer(args: dict[str, Any]) -> None:
+    """timm builds the optimizer: a throwaway one on one parameter checks the name and every keyword now."""
+    import timm.optim
+    import torch
+
+    opt = args.get("opt", "sgd")
+    if not isinstance(opt, str) or opt.lower() not in timm.optim.list_optimizers():
+        raise OFAError(f"optimizer: opt {opt!r} is not a timm optimizer; allowed: e.g. sgd, momentum, adamw, "
+                       "lamb, lion (all: timm.optim.list_optimizers())")
+    for key, check in (("weight_decay", number(0)), ("momentum", number(0, 1, high_open=True))):
+        if key in args and not check.test(args[key]):
+            raise OFAError(f"optimizer: {key} must be {check.allowed}; got {args[key]!r}")
+    try:
+        timm.optim.create_optimizer_v2(torch.nn.Linear(1, 1), lr=0.1, **args)
+    except (TypeError, ValueError) as e:
+        raise OFAError(f"optimizer: {e} (timm.optim.create_optimizer_v2 with opt={opt!r})") from None
+
+
+def _check_scheduler(args: dict[str, Any]) -> None:
+    import timm.optim
+    import timm.scheduler
+    import torch
+
+    owned = sorted(SET_BY_PHASES & set(args))
+    if owned:
+        raise OFAError(f"scheduler: {owned[0]} is set per phase (epochs, warmup_epochs), not here")
+    for key in ("warmup_lr", "min_lr"):
+        if key in args and not number(0).test(args[key]):
+            raise OFAError(f"scheduler: {key} must be a number >= 0; got {args[key]!r}")
+    optimizer = timm.optim.create_optimizer_v2(torch.nn.Linear(1, 1), opt="sgd", lr=0.1)
+    try:
+        timm.scheduler.create_scheduler_v2(optimizer, num_epochs=2, step_on_epochs=False, updates_per_epoch=1,
+                                           **args)
+    except (TypeError, ValueError) as e:
+        raise OFAError(f"scheduler: {e} (allowed sched: cosine, tanh, step, multistep, plateau, poly, rsqrt, "
+                       "constant)") from None
 
 
 def phase_space(space: SearchSpace, phase: dict[str, Any]) -> SearchSpace:

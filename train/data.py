@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import os
 import random
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,10 @@ class Source:
     def label(self, i: int) -> int:
         raise NotImplementedError
 
+    def describe(self, i: int) -> str:
+        """How a warning names sample ``i`` (a file path where there is one)."""
+        return f"sample {i}"
+
 
 class ArraySource(Source):
     """Images in a uint8 array (N, H, W) or (N, H, W, C)."""
@@ -84,6 +89,9 @@ class FileSource(Source):
     def image(self, i: int) -> Image.Image:
         with Image.open(self.files[i]) as img:
             return img.convert(self.mode)
+
+    def describe(self, i: int) -> str:
+        return self.files[i]
 
     def label(self, i: int) -> int:
         return int(self.labels[i])
@@ -127,8 +135,7 @@ class SplitDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        j = int(self.indices[i])
-        img = self.source.image(j)
+        j, img = self._readable(i)
         if self.aug_seed is None:
             x = self.transform(img)
         else:
@@ -142,6 +149,41 @@ class SplitDataset(Dataset):
                 random.setstate(py_state)
                 torch.set_rng_state(torch_state)
         return x, self.source.label(j)
+
+
+    def _readable(self, i: int) -> tuple[int, Image.Image]:
+        """Sample ``i``'s image, or, when its file cannot be read, the next readable one of the split (a pure
+        function of ``i``, so a resumed run reads the same images): one bad file must not end a long run."""
+        for k in range(len(self.indices)):
+            j = int(self.indices[(i + k) % len(self.indices)])
+            try:
+                return j, self.source.image(j)
+            except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for truncated or foreign files
+                name = self.source.describe(j)
+                if name not in UNREADABLE:
+                    UNREADABLE[name] = f"{type(e).__name__}: {e}"
+                    print(f"warning: skipping unreadable image {name} ({type(e).__name__}: {e})", file=sys.stderr)
+        raise OFAError(f"no image of this split can be read (e.g. {next(iter(UNREADABLE), '?')})")
+
+
+UNREADABLE: dict[str, str] = {}  # the images this process skipped, for the run's summary
+
+
+def check_images(data: Data) -> None:
+    """The opt-in pre-pass (``data: {check_images: true}``): open every image of every split before training."""
+    from tqdm import tqdm
+
+    bad = []
+    for split, (source, indices) in data.splits.items():
+        for j in tqdm(indices, desc=f"checking {split} images", leave=False, disable=len(indices) < 1000):
+            try:
+                source.image(int(j))
+            except (OSError, ValueError, SyntaxError) as e:
+                bad.append(f"{source.describe(int(j))} ({type(e).__name__})")
+    if bad:
+        raise OFAError(f"{len(bad)} unreadable image(s): {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; "
+                       "remove or replace them (or train without check_images: unreadable ones are then skipped "
+                       "with a warning)")
 
 
 class EpochBatchSampler(Sampler):
@@ -452,13 +494,24 @@ def _load_timm(name: str, root: str | None, seed: int, download: bool, augment: 
                 augment=dict(augment or {}))
 
 
+def check_dataset_spec(spec: Any) -> None:
+    """A clear error for a spec that cannot be right (before any file is read): not a string, or one of our
+    prefixes without its colon (``imagefolder/data/x`` for ``imagefolder:/data/x``)."""
+    if not isinstance(spec, str) or not spec:
+        raise OFAError(f"a dataset spec must be a non-empty string; allowed: {SPECS_HELP}")
+    kind = spec.partition(":")[0].lower()
+    for prefix in ("imagefolder", "cifar100", "cifar10"):
+        if kind.startswith(prefix) and kind != prefix:
+            raise OFAError(f"dataset spec {spec!r} is not understood: did you mean {prefix}:{spec[len(prefix):]}? "
+                           f"allowed: {SPECS_HELP}")
+
+
 def load_data(spec: str = "mnist5k", root: str | None = None, seed: int = 0, download: bool = False,
               augment: dict | None = None) -> Data:
     """Load a dataset by spec: ``mnist5k`` | ``imagefolder:PATH`` | ``cifar10:PATH`` | ``cifar100:PATH`` | a timm
     dataset name (with ``root``). ``seed`` fixes the split; ``augment`` overrides timm ``create_transform``
     train-augmentation arguments (scale, ratio, hflip, color_jitter, auto_augment, ...)."""
-    if not isinstance(spec, str) or not spec:
-        raise OFAError(f"a dataset spec must be a non-empty string; allowed: {SPECS_HELP}")
+    check_dataset_spec(spec)
     kind, _, path = spec.partition(":")
     kind_l = kind.lower()
     if kind_l in ("mnist5k", "mnist_5k"):

@@ -8,31 +8,41 @@ batches, augmentations and sampled subnets are functions of (seed, epoch, index,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from torch import nn
+from tqdm import tqdm
 
 import ofa
 from ofa.errors import OFAError
 from ofa.io import atomic_write
+from ofa.sorting import check_criterion
+from ofa.timing import default_threads, num_threads
 
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import phase_space, read_config, resolve_config, widens
-from .data import load_data
+from .data import UNREADABLE, check_images, load_data
 from .metrics import MetricsLog
 from .sandwich import sample_subnets, sandwich_backward
 from .setup import build_supernet, make_accelerator, middle_arch, state_hash
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped the run between two steps, after saving a checkpoint."""
 
 
 class NonFiniteLossError(OFAError):
@@ -46,6 +56,7 @@ class TrainResult:
     global_step: int
     metrics: list[dict[str, Any]]
     is_main_process: bool = True
+    skipped_images: list[str] = field(default_factory=list)  # unreadable files this process skipped
 
 
 class Trainer:
@@ -59,6 +70,8 @@ class Trainer:
         d = config["data"]
         self.data = load_data(d["spec"], root=d["root"], seed=d["seed"], download=d["download"],
                               augment=d.get("augment"))
+        if d.get("check_images"):
+            check_images(self.data)
         self.net = build_supernet(config, self.data)
         self.net.data_config = copy.deepcopy(self.data.data_config)
         if config["channels_last"]:
@@ -67,6 +80,8 @@ class Trainer:
             self.net.to(memory_format=torch.channels_last)
         self.phases = config["phases"]
         self.spaces = [phase_space(self.net.space, p) for p in self.phases]  # checks every phase up front
+        if any(widens(a, b) for a, b in zip(self.spaces, self.spaces[1:])):
+            check_criterion(self.net, config["sort_criterion"])
         self.accelerator = make_accelerator(config, run_dir)
         self.main = self.accelerator.is_main_process
         self.resolution = max(self.net.space.resolutions)  # the loader's; subnets resize on the fly
@@ -86,6 +101,9 @@ class Trainer:
         self.subnet_log: list[list[str]] = []
         self.checkpoint: dict[str, Any] | None = None
         self._in_step = False
+        self._best_rate: dict[int, float] = {}
+        self._hinted = False
+        self._stop_asked = False
         if resume:
             path = latest_checkpoint(run_dir)
             if path is None:
@@ -181,7 +199,7 @@ class Trainer:
             return
         space, ev = self.spaces[p], self.config["eval"]
         picks = [("largest", space.largest()), ("middle", middle_arch(space)), ("smallest", space.smallest())]
-        seen = set()
+        seen, line = set(), []
         for label, arch in picks:
             if arch in seen:
                 continue
@@ -201,6 +219,30 @@ class Trainer:
                                  "images_per_s": round(images_per_s, 1), "arch": arch.to_json()})
             self.accelerator.log({f"val_top1/{label}": m.top1, f"val_loss/{label}": m.loss},
                                  step=self.pos["global_step"])
+            line.append(f"{label} {m.top1:.1f}%")
+            chance = 100.0 / self.data.num_classes
+            if epoch + 1 == self.phases[p]["epochs"] and m.ci_low <= chance <= m.ci_high:
+                tqdm.write(f"WARNING: the {label} subnet is at chance level after phase {self.phases[p]['name']!r}: "
+                           f"validation top-1 {m.top1:.1f}% [95% interval {m.ci_low:.1f}, {m.ci_high:.1f}] "
+                           f"contains {chance:.1f}% (1/{self.data.num_classes} classes). It is not learning: "
+                           "check the labels, lower the phase's lr or train longer", file=sys.stderr)
+        if self.progress:
+            phase = self.phases[p]
+            tqdm.write(f"{phase['name']} {epoch + 1}/{phase['epochs']} (step {self.pos['global_step']}): "
+                       f"validation top-1 {', '.join(line)}; train loss {train_loss:.3f}, "
+                       f"{images_per_s:.0f} images/s")
+        self._check_throughput(p, images_per_s)
+
+    def _check_throughput(self, p: int, images_per_s: float) -> None:
+        """One hint per run when an epoch runs at a third of the phase's best speed: on a CPU that is almost
+        always other processes competing for the cores (7.6x slower measured on 2 cores)."""
+        best = self._best_rate.setdefault(p, images_per_s)
+        self._best_rate[p] = max(best, images_per_s)
+        if images_per_s < best / 3 and not self._hinted:
+            self._hinted = True
+            tqdm.write(f"note: training slowed from {best:.0f} to {images_per_s:.0f} images/s; other processes may "
+                       f"be competing for the cores (this one uses {torch.get_num_threads()} threads): give each "
+                       "process fewer with --threads (e.g. 1 when several run side by side)", file=sys.stderr)
 
     def _calib_loader(self, resolution: int):
         ev = self.config["eval"]
@@ -208,8 +250,10 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        from tqdm import tqdm
+        with self._interrupts_deferred():
+            return self._run()
 
+    def _run(self) -> TrainResult:
         cfg, acc = self.config, self.accelerator
         bs = cfg["batch_size"]
         resumed = self.checkpoint is not None
@@ -253,10 +297,11 @@ class Trainer:
                             self._save(optimizer, scheduler)
                         if self.on_step is not None:
                             self.on_step(self)
-                except KeyboardInterrupt:
-                    # Between two steps the state is consistent: keep the work done since the last checkpoint.
-                    # (Inside a step, BN statistics may already hold part of it: the last checkpoint stands.)
-                    if not self._in_step and self.world == 1:
+                        self._stop_if_asked(optimizer, scheduler)
+                except KeyboardInterrupt as e:
+                    # A second Ctrl-C (or one before the handler was installed) between two steps: the state is
+                    # consistent, keep the work. Inside a step the last checkpoint stands.
+                    if not isinstance(e, Interrupted) and not self._in_step and self.world == 1:
                         self._save(optimizer, scheduler)
                     raise
                 bar.close()
@@ -267,7 +312,42 @@ class Trainer:
                 if self.pos["epoch"] == phase["epochs"]:
                     self._end_phase(p)
                 self._save(optimizer, scheduler)
+                if self.pos["phase"] < len(self.phases):
+                    self._stop_if_asked(optimizer, scheduler, saved=True)
         return self._finish()
+
+    @contextlib.contextmanager
+    def _interrupts_deferred(self) -> Iterator[None]:
+        """The first Ctrl-C (or SIGTERM, which torchrun sends its workers) asks the loop to stop after the current
+        step, with a checkpoint; a second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may handle signals: Ctrl-C keeps its default behaviour
+            return
+
+        def ask(signum, frame):
+            if self._stop_asked:
+                raise KeyboardInterrupt
+            self._stop_asked = True
+            if self.main:
+                tqdm.write("stopping after this step with a checkpoint (Ctrl-C again to stop at once)",
+                           file=sys.stderr)
+
+        previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop_if_asked(self, optimizer, scheduler, saved: bool = False) -> None:
+        asked = self._stop_asked
+        if self.world > 1:  # every process stops at the same step, so that one consistent checkpoint is saved
+            flag = torch.tensor([float(asked)], device=self.accelerator.device)
+            asked = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        if asked:
+            if not saved:
+                self._save(optimizer, scheduler)
+            raise Interrupted(f"stopped at step {self.pos['global_step']} with a checkpoint")
 
     def _end_phase(self, p: int) -> None:
         if p == 0 and self.teacher is None:
@@ -334,7 +414,7 @@ class Trainer:
         acc.wait_for_everyone()
         acc.end_training()
         return TrainResult(self.run_dir, weights, self.pos["global_step"], self.metrics.read() if self.main else [],
-                           self.main)
+                           self.main, sorted(UNREADABLE))
 
 
 def _write_config(run_dir: Path, config: dict[str, Any], net: nn.Module) -> None:
@@ -379,14 +459,16 @@ def train(config: dict[str, Any] | str | os.PathLike | None = None, out: str | o
     if overrides:
         raw.update({k: v for k, v in overrides.items() if v is not None})
     resolved = resolve_config(raw)
-    trainer = Trainer(resolved, run_dir, resume=resume is not None, progress=progress, on_step=on_step)
-    if resume is None and trainer.main:
-        _write_config(run_dir, resolved, trainer.net)
-    trainer.accelerator.wait_for_everyone()
-    try:
-        return trainer.run()
-    except KeyboardInterrupt:
-        if trainer.main:
-            print(f"interrupted; the last checkpoint is in {run_dir / 'checkpoints'}: continue with "
-                  f"`ofa train --resume {run_dir}`", file=sys.stderr)
-        raise
+    resolved["threads"] = resolved["threads"] or default_threads()  # fixed for the run, recorded in config.yaml
+    with num_threads(resolved["threads"]):
+        trainer = Trainer(resolved, run_dir, resume=resume is not None, progress=progress, on_step=on_step)
+        if resume is None and trainer.main:
+            _write_config(run_dir, resolved, trainer.net)
+        trainer.accelerator.wait_for_everyone()
+        try:
+            return trainer.run()
+        except KeyboardInterrupt:
+            if trainer.main:
+                print(f"interrupted; the last checkpoint is in {run_dir / 'checkpoints'}: continue with "
+                      f"`ofa train --resume {run_dir}`", file=sys.stderr)
+            raise

@@ -1,0 +1,75 @@
+"""Every value of a training config is checked before any work: a bad one at any level (top, data, optimizer,
+scheduler, eval, timm, a phase) exits 2 at once with the allowed values named, and creates no run directory."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from ofa.cli import main
+from train.trainer import Trainer
+
+BASE = {"supernet": {"name": "ofa_resnet_tiny"}, "data": {"spec": "mnist5k"},
+        "phases": [{"name": "full", "epochs": 1, "lr": 0.1}, {"name": "depth", "epochs": 1, "lr": 0.05,
+                                                             "depths": "all"}]}
+
+CASES = [  # (where, value, words the error must contain)
+    (("sort_criterion",), "l2", "one of l1, bn, taylor, fpgm"),
+    (("mixed_precision",), "fp8", "one of no, fp16, bf16"),
+    (("kd_ratio",), 1.5, "kd_ratio must be a number >= 0 and <= 1"),
+    (("num_random",), -1, "num_random must be a non-negative integer"),
+    (("threads",), 0, "threads must be a positive integer or null"),
+    (("log_with",), "wandb", "log_with must be null or tensorboard"),
+    (("seeed",), 1, "unknown config entry 'seeed'"),
+    (("data", "sed"), 0, "unknown data entry 'sed'"),
+    (("data", "spec"), "imagefolder/data/x", "did you mean imagefolder:/data/x"),
+    (("data", "augment"), {"scales": [0.5, 1.0]}, "unknown data.augment entry 'scales'"),
+    (("optimizer", "opt"), "sgdd", "not a timm optimizer"),
+    (("optimizer", "betaz"), 0.9, "betaz"),
+    (("optimizer", "weight_decay"), -1, "weight_decay must be a number >= 0"),
+    (("scheduler", "sched"), "cosin", "allowed sched: cosine"),
+    (("scheduler", "num_epochs"), 3, "set per phase"),
+    (("eval", "calib_images"), 0, "calib_images must be a positive integer"),
+    (("eval", "batchsize"), 8, "unknown eval entry 'batchsize'"),
+    (("phases", 1, "lr"), -0.1, "phase 'depth': lr must be a number > 0"),
+    (("phases", 1, "warmup_epochs"), 1.5, "warmup_epochs must be a non-negative integer"),
+    (("phases", 1, "epoch"), 2, "unknown key 'epoch'"),
+]
+
+
+def _set(config: dict, path: tuple, value) -> dict:
+    config = copy.deepcopy(config)
+    node = config
+    for key in path[:-1]:
+        node = node.setdefault(key, {}) if isinstance(node, dict) else node[key]
+    node[path[-1]] = value
+    return config
+
+
+@pytest.mark.parametrize("path, value, words", CASES, ids=["/".join(map(str, c[0])) for c in CASES])
+def test_bad_config_value_is_one_line_exit_2_before_any_work(path, value, words, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Trainer, "run", lambda self: pytest.fail("training started"))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_set(BASE, path, value)))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and words in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_timm_entry_and_criterion_checked_against_the_network(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Trainer, "run", lambda self: pytest.fail("training started"))
+    timm_cfg = {k: v for k, v in BASE.items() if k != "supernet"}
+    timm_cfg["timm"] = {"name": "resnet18", "skip_first_phase": "yes"}
+    vit = dict(BASE, supernet={"name": "ofa_vit_tiny"}, sort_criterion="bn",
+               phases=[{"name": "full", "epochs": 1, "lr": 0.1}, {"name": "heads", "epochs": 1, "lr": 0.1,
+                                                                 "heads": "all"}])
+    for config, words in ((timm_cfg, "timm: skip_first_phase must be true or false"),
+                          (vit, "criterion 'bn' scores the BatchNorm")):
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        assert main(["train", "--config", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+        assert words in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
