@@ -257,14 +257,36 @@ def bench_int8_variants(name: str, resolution: int, threads: int, repeats: int) 
                     times[v].append(_once(m, x) * 1e3)
             ms = {v: statistics.median(t) for v, t in times.items()}
             sizes = {v: p.stat().st_size for v, p in paths.items()}
+            ops = {p: op_breakdown(paths[v], x, threads) for p, v in (("float32", "float32"), ("int8", DEPLOY_VARIANT))}
         rows.append({"subnet": label, "arch": arch.to_dict(), "macs": net.costs(arch)[0], "resolution": resolution,
-                     "float32_ms": ms["float32"],
+                     "float32_ms": ms["float32"], "ms_per_op": ops,
                      "variants": {v: {"ms": t, "ratio": t / ms["float32"], "p10_ms": statistics.quantiles(
                          times[v], n=10)[0], "p90_ms": statistics.quantiles(times[v], n=10)[-1],
                                       "size_ratio": sizes.get(v, sizes[DEPLOY_VARIANT])
                                       / sizes["float32"]}
                                   for v, t in ms.items() if v != "float32"}})
     return rows
+
+
+def op_breakdown(path: Path, x: torch.Tensor, threads: int, runs: int = 20) -> dict[str, float]:
+    """Mean ms per run spent in each operator type (onnxruntime's profiler, after the graph optimizations): where
+    an int8 model's time goes next to the float model's."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        session.run(None, {"input": x.numpy()})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / runs
+    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
 
 
 def bench_int8_run(run: Path, threads: int | None, repeats: int) -> dict:
@@ -297,7 +319,9 @@ def main_int8(args, threads: int) -> dict:
     for r in variants:
         print(f"  {r['subnet']} ({r['macs'] / 1e9:.2f} GMACs): float32 {r['float32_ms']:.2f} ms")
         for v, t in r["variants"].items():
-            print(f"    {v:44s} {t['ms']:8.2f} ms  [{t['p10_ms']:.2f}, {t['p90_ms']:.2f}]  {t['ratio']:.2f}x")
+            print(f"    {v:56s} {t['ms']:8.2f} ms  [{t['p10_ms']:.2f}, {t['p90_ms']:.2f}]  {t['ratio']:.2f}x")
+        for p, ops in r["ms_per_op"].items():
+            print(f"    profiled {p:8s} " + ", ".join(f"{op} {t:.2f}" for op, t in list(ops.items())[:6]) + " (ms/run)")
     acc = out["lut"]
     print(f"\n(g) int8 latency table ({args.supernet}, {len(table.units)} units): MAPE on {acc['eval_subnets']} "
           f"held-out subnets: sum {acc['mape_sum_pct']:.1f}%, corrected {acc['mape_corrected_pct']:.1f}% (used: "

@@ -87,10 +87,14 @@ def _convert(built: dict[str, tuple[Any, tuple[int, ...]]], convert: Converter |
 
 def time_units(units: dict[str, dict[str, Any]], family: str, settings: ProfileSettings, seed: int = 0,
                progress: bool = True, convert: Converter | None = None) -> dict[str, float]:
-    """Batch-1 time (ms, ``settings.statistic``) of every unit, measured over ``settings.rounds`` shuffled passes."""
+    """Batch-1 time (ms, ``settings.statistic``) of every unit, measured over ``settings.rounds`` shuffled passes.
+
+    A converted unit may carry a ``baseline``: the same call doing no work (an onnxruntime session run costs about
+    15 us of its own, which a network pays once, not once per unit). Its time, measured alongside, is subtracted."""
     built = _convert({key: build_unit(unit, family) for key, unit in units.items()}, convert)
     inputs = {key: torch.randn(1, *shape) for key, (_, shape) in built.items()}
     times: dict[str, list[float]] = {key: [] for key in units}
+    baselines: dict[str, list[float]] = {key: [] for key in units}
     rng = random.Random(seed)
     per_round = max(1, settings.repeats // settings.rounds)
     order = list(units)
@@ -99,9 +103,15 @@ def time_units(units: dict[str, dict[str, Any]], family: str, settings: ProfileS
         rng.shuffle(order)
         for key in order:
             times[key] += time_forward(built[key][0], inputs[key], repeats=per_round, warmup=settings.warmup)
+            baseline = getattr(built[key][0], "baseline", None)
+            if baseline is not None:
+                baselines[key] += time_forward(baseline, inputs[key], repeats=per_round, warmup=settings.warmup)
             bar.update()
     bar.close()
-    return {key: summarize(t)[settings.unit_statistic] for key, t in times.items()}
+    stat = settings.unit_statistic
+    # a unit faster than its baseline (noise) keeps a token positive time: tables hold positive times only
+    return {key: max(summarize(t)[stat] - (summarize(baselines[key])[stat] if baselines[key] else 0.0), 1e-4)
+            for key, t in times.items()}
 
 
 def time_subnets(net: nn.Module, archs: list, settings: ProfileSettings, convert: Converter | None = None

@@ -119,11 +119,13 @@ def session(model: str | os.PathLike | bytes, threads: int):
 
 
 class OrtModel:
-    """An onnxruntime session called like a module on a torch batch (what ``ofa.timing`` times)."""
+    """An onnxruntime session called like a module on a torch batch (what ``ofa.timing`` times). ``baseline``, when
+    set, is the same call on a graph that does nothing (``deploy.profile`` subtracts its time from a unit's)."""
 
-    def __init__(self, sess) -> None:
+    def __init__(self, sess, baseline: OrtModel | None = None) -> None:
         self.session = sess
         self.input = sess.get_inputs()[0].name
+        self.baseline = baseline
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         return self.session.run(None, {self.input: x.numpy()})[0]
@@ -244,10 +246,21 @@ def ort_models(modules: list[nn.Module], shapes: list[tuple[int, ...]], threads:
                 quantize_onnx(path, quantized, [dict(zip(inputs, (x.numpy() for x in xs)))], settings)
                 path = quantized
             extractor = onnx.utils.Extractor(onnx.load(str(path)))
-            for i, o in zip(inputs, outputs):
+            for i, o, shape in zip(inputs, outputs, part_shapes):
                 sub = extractor.extract_model([i], [o])
-                out.append(OrtModel(session(sub.SerializeToString(), threads)))
+                out.append(OrtModel(session(sub.SerializeToString(), threads), _identity(i, shape, threads)))
     return out
+
+
+def _identity(name: str, shape: tuple[int, ...], threads: int) -> OrtModel:
+    """A session whose graph only passes its batch-1 input through: the runtime's own cost of one call."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, *shape])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, *shape])
+    graph = helper.make_graph([helper.make_node("Identity", [name], ["output"])], "identity", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    return OrtModel(session(model.SerializeToString(), threads))
 
 
 def ort_converter(int8: bool, settings: QuantSettings | None = None
