@@ -14,7 +14,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     result = deploy_run(args.run, devices=args.device or None, slimmable=args.slimmable,
                         latency_table=args.latency_table, calib_batches=args.calib_batches, repeats=args.repeats,
                         threads=args.threads, progress=not args.quiet, int8=args.int8,
-                        int8_tolerance_pp=args.int8_tolerance)
+                        int8_tolerance_pp=args.int8_tolerance, force=args.force)
     for device, r in result.devices.items():
         m = r["top1"]["measured"]
         predicted = r["latency_predicted_ms"]

@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,9 @@ from tqdm import tqdm
 import ofa
 from ofa.errors import OFAError
 from ofa.fold import fold_bn, prepare_for_inference
-from ofa.io import read_json
+from ofa.io import apply_umask, read_json
 from ofa.latency import LatencyTable, check_precision, table_key
-from ofa.timing import measure_latency, num_threads, time_pair
+from ofa.timing import measure_latency_checked, num_threads, time_pair
 
 from .export import export_onnx, export_program, require_export_packages, verify_onnx, verify_program
 from .report import write_report
@@ -117,10 +118,12 @@ def _load_data(run: Path, data):
 def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmable: bool = False,
                latency_table: str | os.PathLike | None = None, data=None, calib_batches: int = 32,
                batch_size: int = 64, repeats: int = 30, warmup: int = 5, threads: int | None = None,
-               progress: bool = True, int8: bool = False, int8_tolerance_pp: float = 1.0) -> DeployResult:
+               progress: bool = True, int8: bool = False, int8_tolerance_pp: float = 1.0,
+               force: bool = False) -> DeployResult:
     """Deploy the subnets ``RUN/search/selected.json`` chose (all devices, or ``devices``); with ``int8`` every
     device also gets an int8 model (devices whose budget says ``precision: int8`` get one anyway). An int8 drop
-    in test top-1 whose 95% interval lies above ``int8_tolerance_pp`` is flagged in the reports."""
+    in test top-1 whose 95% interval lies above ``int8_tolerance_pp`` is flagged in the reports. A subnet at chance
+    level on test is refused unless ``force``."""
     run = Path(run)
     if not (isinstance(int8_tolerance_pp, (int, float)) and int8_tolerance_pp >= 0):
         raise OFAError(f"the int8 tolerance must be a number of percentage points >= 0, got {int8_tolerance_pp!r}")
@@ -157,11 +160,13 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
         static = net.extract(arch, calib_batches=calib, num_batches=calib_batches).eval()
         static.description["data_config"] = dict(data.data_config, input_size=[net.in_chans, arch.resolution,
                                                                                  arch.resolution])
+        if len(data.class_names) == net.num_classes:
+            static.description["class_names"] = list(data.class_names)  # what each output means, for serving
         statics.append(static)
         int8_settings = None if precisions[device] != "int8" else dict(
             calib_batches=calib_batches, batch_size=batch_size, tolerance_pp=int8_tolerance_pp)
         report = _deploy_one(run, device, entry, static, data, latency_table, net, arch,
-                             dict(repeats=repeats, warmup=warmup, threads=threads), int8_settings)
+                             dict(repeats=repeats, warmup=warmup, threads=threads), int8_settings, force)
         result.devices[device] = report
     if slimmable:
         result.slimmable = _deploy_slimmable(run, names, statics, repeats, warmup, threads)
@@ -170,25 +175,38 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
 
 
 def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table, net, arch,
-                timing: dict[str, Any], int8: dict[str, Any] | None = None) -> dict[str, Any]:
+                timing: dict[str, Any], int8: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
     (run / "deploy").mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{device}.", dir=run / "deploy"))
+    apply_umask(tmp)  # mkdtemp makes it 0700: a serving process of another user must read the deployed model
     try:
-        ofa.save(static, tmp / "model.safetensors")
         folded = fold_bn(static)
+        deployed = prepare_for_inference(folded)  # what deploy.load returns
+        measured = ofa.evaluate(deployed, data.eval_loader("test", arch.resolution, batch_size=256))
+        if measured.at_chance(net.num_classes) and not force:  # before the exports: nothing to undo
+            raise OFAError(f"{device}: test top-1 {measured.top1:.1f}% [{measured.ci_low:.1f}, "
+                           f"{measured.ci_high:.1f}] is at chance level ({100 / net.num_classes:.1f}% for "
+                           f"{net.num_classes} classes): the supernet did not learn (see RUN/metrics.csv); not "
+                           "deployed (--force deploys it anyway)")
+        ofa.save(static, tmp / "model.safetensors")
         export_onnx(folded, tmp / "model.onnx")
         onnx_check = verify_onnx(tmp / "model.onnx", static)
         export_program(folded, tmp / "model.pt2")
         program_check = verify_program(tmp / "model.pt2", static)
         shape = tuple(static.description["data_config"]["input_size"])
-        deployed = prepare_for_inference(folded)  # what deploy.load returns
         precision = "float32" if int8 is None else "int8"
         table, table_path = _latency_table(run, device, entry, latency_table, precision)
         if timing["threads"] is None and table is not None and table.meta.get("threads"):
             timing = dict(timing, threads=int(table.meta["threads"]))  # what the table's budgets bound
-        latency = {f"batch{b}": measure_latency(deployed, shape, batch=b, **timing) for b in (1, 32)}
+        predicted_ms = table.predict(net, arch) if table is not None else None
+        latency = {f"batch{b}": measure_latency_checked(deployed, shape, batch=b, **timing,
+                                                        predicted_ms=predicted_ms if b == 1 else None)
+                   for b in (1, 32)}
+        for b, m in latency.items():
+            if "unstable" in m:
+                print(f"warning: {device}: the {b} latency stayed unsteady over {m['tries']} measurements "
+                      f"({m['unstable']}); reported as measured, marked unstable", file=sys.stderr)
         budget_ms = (entry.get("budget") or {}).get("latency_ms")
-        measured = ofa.evaluate(deployed, data.eval_loader("test", arch.resolution, batch_size=256))
         quantized = None
         if int8 is not None:
             from .quantize import int8_report
@@ -208,7 +226,7 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
             "latency": {"host": platform.node(), "machine": platform.machine(),
                         "form": "deploy.load (BN folded, channels-last)",
                         "statistic": "median", **latency},
-            "latency_predicted_ms": table.predict(net, arch) if table is not None else None,
+            "latency_predicted_ms": predicted_ms,
             "latency_budget_ms": budget_ms,
             "within_latency_budget": None if budget_ms is None else budget_latency <= budget_ms,
             "latency_verified_by_search": entry.get("latency_measured"),
@@ -268,6 +286,7 @@ def _deploy_slimmable(run: Path, names: list[str], statics: list, repeats: int, 
             timing.append(_slim_vs_dense(slim, prepare_for_inference(static), shape, repeats, warmup))
     slim.latency_ms = [t["batch1"]["slimmable_ms"] for t in timing]  # what the latency controller picks by
     tmp = Path(tempfile.mkdtemp(prefix=".slimmable.", dir=run / "deploy"))
+    apply_umask(tmp)
     try:
         slim.save(tmp / "slimmable.safetensors")
         report = {"widths": names, "latency_ms_batch1": slim.latency_ms, "threads": threads or torch.get_num_threads(),

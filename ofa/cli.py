@@ -13,8 +13,12 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .cli_format import HelpFormatter
 from .demo_configs import DEMOS, demo_config
 from .errors import OFAError
+
+THREADS_HELP = ("torch threads (default: OMP_NUM_THREADS when set, else the usable cores divided by the processes on "
+                "this machine)")
 
 EPILOG = """\
 the pipeline:
@@ -158,11 +162,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         trainer = _own_module("train.trainer")
         checkpoints = _own_module("train.checkpoint")
         if (out / "config.yaml").is_file() and checkpoints.latest_checkpoint(out) is not None:
-            trainer.train(resume=out, progress=progress)  # an interrupted demo continues where it stopped
+            # an interrupted demo continues where it stopped
+            trainer.train(resume=out, progress=progress, overrides={"threads": args.threads})
             return
         for stale in ("config.yaml", "metrics.csv"):  # written before the first checkpoint: start over
             (out / stale).unlink(missing_ok=True)
-        trainer.train(demo_config(args.quick, args.supernet), out, progress=progress)
+        trainer.train(demo_config(args.quick, args.supernet), out, progress=progress,
+                      overrides={"threads": args.threads})
 
     def profile_stage() -> None:
         deploy_profile = _own_module("deploy.profile")
@@ -225,12 +231,20 @@ def _print_demo_table(out: Path) -> None:
             print(f"{device} int8: {_own_module('deploy.report').int8_line(report['int8'])}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every subcommand's parser: its options list their defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ofa", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        prog="ofa", formatter_class=HelpFormatter, epilog=EPILOG,
         description="Train one elastic supernet once, then hand every device the subnet that fits its budget.")
     parser.add_argument("--version", action="version", version=f"ofa-supernet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     info = sub.add_parser("info", help="list the registered supernets and their search spaces",
                           description="List the registered supernets, their search spaces and the cost range "
@@ -251,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="fewer steps and subnets: about 2 minutes (used by CI)")
     demo.add_argument("--supernet", default="ofa_resnet_tiny", choices=sorted(DEMOS),
                       help="the supernet to demonstrate: the ResNet (default) or the MobileNetV3 family")
+    demo.add_argument("--threads", type=int, help=THREADS_HELP)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
 
@@ -282,12 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--latency-table", help="latency table to predict with (default: RUN/latency/DEVICE.json)")
     deploy.add_argument("--calib-batches", type=int, default=32, help="BN calibration batches of 64 images")
     deploy.add_argument("--repeats", type=int, default=30, help="timed forward passes per latency")
-    deploy.add_argument("--threads", type=int, help="torch threads while timing (default: torch's)")
+    deploy.add_argument("--threads", type=int, help=THREADS_HELP + "; also while timing")
     deploy.add_argument("--int8", action="store_true",
                         help="also quantize every device to int8 (model.int8.onnx; needs the export extra) and "
                              "report int8 vs float32 test top-1, onnxruntime latency and size")
     deploy.add_argument("--int8-tolerance", type=float, default=1.0, metavar="PP",
                         help="flag an int8 top-1 drop whose 95%% interval lies above PP points (default 1.0)")
+    deploy.add_argument("--force", action="store_true",
+                        help="deploy subnets whose test top-1 is at chance level (refused by default)")
     deploy.add_argument("--quiet", action="store_true", help="no progress bar")
     deploy.set_defaults(func=lambda a: _own_module("deploy.cli").cmd_deploy(a))
 
@@ -298,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--out", required=True, help="where to write the table (JSON)")
     profile.add_argument("--device", help="device name recorded in the table (default: host name)")
     profile.add_argument("--coarse", action="store_true", help="quick, noisier table (tests, CI)")
-    profile.add_argument("--threads", type=int, help="torch threads while timing (default: torch's)")
+    profile.add_argument("--threads", type=int, help=THREADS_HELP + "; the table records it: time with the "
+                                                     "thread count you deploy with")
     profile.add_argument("--int8", action="store_true",
                          help="time the int8 form `ofa deploy --int8` ships (quantized ONNX in onnxruntime): the "
                               "table for devices with precision: int8 (save it as RUN/latency/DEVICE.int8.json)")
@@ -314,7 +332,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        if args.command == "info":
+            return int(args.func(args) or 0)
+        from .timing import default_threads, num_threads
+
+        threads = getattr(args, "threads", None)
+        if threads is not None and threads < 1:
+            raise OFAError(f"--threads must be a positive integer, got {threads}")
+        with num_threads(threads or default_threads()):  # fixed for the whole command (latency depends on it)
+            return int(args.func(args) or 0)
     except OFAError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return 2

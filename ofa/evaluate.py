@@ -39,6 +39,10 @@ class Metrics:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def at_chance(self, num_classes: int) -> bool:
+        """Indistinguishable from guessing: the 95% interval contains 1/num_classes."""
+        return self.ci_low <= 100.0 / num_classes <= self.ci_high
+
     def __str__(self) -> str:
         return f"top-1 {self.top1:.2f}% [{self.ci_low:.2f}, {self.ci_high:.2f}] loss {self.loss:.4f} (n={self.total})"
 

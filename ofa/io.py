@@ -36,6 +36,14 @@ def _digest(description: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 
+def apply_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have: temporary files and folders are created
+    0600/0700 whatever the umask, and a deployed model must stay readable by the server that loads it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
+
+
 def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a half-written file.
 
@@ -46,6 +54,7 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     os.close(fd)
     try:
         write(tmp)
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import OFAError
 from .factory import STATIC, Layers
 
 
@@ -31,6 +32,11 @@ class StaticNet(nn.Module):
     @property
     def spec(self) -> dict[str, Any]:
         return self.description["spec"]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Output ``i``'s class name (from the dataset the network was deployed with), where it had names."""
+        return self.description.get("class_names")
 
     @property
     def resolution(self) -> int:
@@ -53,6 +59,12 @@ class StaticNet(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # As the supernet does: a dense network silently accepts other sizes (convolutions and pooling adapt)
+        # and answers worse, where ONNX Runtime would refuse the same input.
+        r, c = self.resolution, self.spec["in_chans"]
+        if x.dim() != 4 or x.shape[1] != c or x.shape[2] != r or x.shape[3] != r:
+            raise OFAError(f"this network takes inputs of shape (N, {c}, {r}, {r}) (it was deployed at resolution "
+                           f"{r}); got {tuple(x.shape)}: resize with its data_config's preprocessing")
         return self.run(x)
 
 

@@ -25,7 +25,6 @@ examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = DESCRIPTION
     p.epilog = EXAMPLES
     p.add_argument("run", help="run directory written by `ofa train` (supernet.safetensors, config.yaml)")
@@ -59,17 +58,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    + " (population x generations; about 0.3 s, 1 s and 10 s per budget with a fast "
                      "predictor, default: default)")
     p.add_argument("--generations", type=int, default=None,
-                   help="NSGA-II generations per budget (overrides --effort)")
-    p.add_argument("--population", type=int, default=None, help="NSGA-II population (overrides --effort)")
+                   help="NSGA-II generations per budget (default: the --effort level's)")
+    p.add_argument("--population", type=int, default=None, help="NSGA-II population (default: the --effort level's)")
     p.add_argument("--mutation-prob", type=float, default=None, help="per gene (default 1/number of genes)")
-    p.add_argument("--crossover-prob", type=float, default=0.9)
+    p.add_argument("--crossover-prob", type=float, default=0.9, help="NSGA-II crossover probability")
     p.add_argument("--nested", action="store_true",
                    help="choose one chain: each smaller subnet contained in the next larger one")
     p.add_argument("--rerank", type=int, default=5,
                    help="measure the top K predicted subnets per budget on validation, keep the best (1: off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replace", action="store_true",
+                   help="write selected.json anew (default: an earlier search's other devices are kept; a nested "
+                        "chain is never merged)")
+    p.add_argument("--force", action="store_true",
+                   help="write subnets whose test top-1 is at chance level (refused by default: the run did not learn)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the measured subnets and of the search")
     p.add_argument("--calib-batches", type=int, default=4, help="BN calibration batches per subnet")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch when measuring subnets")
     p.add_argument("--val-limit", type=int, default=None, help="measure on the first N validation images")
     p.add_argument("--no-test", action="store_true", help="skip measuring the chosen subnets on the test split")
     p.add_argument("--grace-period", type=int, default=60,
@@ -80,7 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="journal storage (no heartbeat): seconds after which a RUNNING measurement is reclaimed")
     p.add_argument("--dashboard", action="store_true",
                    help="print how to open the measurement study in optuna-dashboard, then exit")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--threads", type=int, help="torch threads (default: OMP_NUM_THREADS when set, else the usable "
+                                               "cores divided by the processes on this machine)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=main)
 
 
@@ -115,7 +121,8 @@ def main(args: argparse.Namespace) -> int:
                        crossover_prob=args.crossover_prob, nested=args.nested, rerank=args.rerank,
                        luts=parse_luts(args.lut),
                        calib_batches=args.calib_batches, batch_size=args.batch_size, val_limit=args.val_limit,
-                       measure_only=args.measure_only, measure_test=not args.no_test,
+                       measure_only=args.measure_only, replace=args.replace, force=args.force,
+                       measure_test=not args.no_test,
                        grace_period=args.grace_period,
                        heartbeat_interval=args.heartbeat_interval or max(1, args.grace_period // 4),
                        stale_after=args.stale_after, progress=not args.quiet, workers=args.workers,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from .evolution import Evaluated, EvolutionResult, SharedScores, evolve, pareto_
 from .genes import GeneSpace, is_contained
 from .predictor import PREDICTORS, Predictor, fit_predictor
 from .record import record_search
+from .selection import check_merge, merge, refuse_chance_level
 from .table import default_storage, measure_arch, open_storage, read_table, write_table_csv
 from .verify import Timer, default_timer, latency_ladder, verify_choices
 from .workers import check_workers, measure_device, measure_with_workers
@@ -54,6 +56,8 @@ class SearchConfig:
     val_limit: int | None = None
     test_limit: int | None = None
     measure_only: bool = False
+    replace: bool = False  # write selected.json anew instead of keeping an earlier search's other devices
+    force: bool = False  # write subnets measured at chance level on test (refused by default)
     measure_test: bool = True
     workers: int = 1  # > 1: that many measurement processes (search.workers), one per GPU or CPU threads split
     measure_device: str = "auto"  # where the table is measured: auto (cuda when a GPU is visible), cpu, cuda
@@ -119,6 +123,8 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     if len(set(names)) != len(names):
         raise OFAError(f"device names must be unique, got {names}")
     cfg.search_size()  # an unknown effort fails before any work
+    if not cfg.measure_only:
+        check_merge(out / "selected.json", names, cfg.nested, cfg.replace)
     storage = cfg.storage or default_storage(run)
     check_workers(cfg.workers, storage)
     measure_device(cfg.measure_device)
@@ -202,6 +208,8 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
                                                       cfg.batch_size, "test", cfg.test_limit)
             elif c.independent is not None:
                 c.independent_measured = c.measured
+        for name in refuse_chance_level({c.budget.name: c.measured for c in choices}, net.num_classes, cfg.force):
+            print(f"WARNING: {name} is at chance level; written anyway (--force)", file=sys.stderr)
     front = _fronts(cfg, pool, costs, predictor)
     record_search(open_storage(storage, None, None), genes, costs, choices, front, predictor, cfg.metric)
     _write_outputs(cfg, out, net, costs, choices, predictor, rows, front, log_rows)
@@ -369,6 +377,7 @@ def _write_outputs(cfg, out: Path, net, costs: CostModel, choices: list[Choice],
                                   "measured": _measured(c.measured), "latency_measured": c.latency}
     selected = {"supernet": "supernet.safetensors", "nested": bool(cfg.nested),
                 "order": [c.budget.name for c in choices], "devices": devices}
+    selected = merge(out / "selected.json", selected, cfg.replace)
     atomic_write(out / "selected.json", lambda tmp: Path(tmp).write_text(json.dumps(selected, indent=2)))
     _write_csv(out / "pareto.csv", front, ["cost_kind", "cost", "macs", "params", "predicted", "key", "arch"])
     _write_csv(out / "search_log.csv", log_rows, ["search", "generation", "trials", "best_predicted"])

@@ -1,9 +1,11 @@
+import argparse
 import json
 import os
 import subprocess
 import sys
 
 import ofa.cli
+from ofa.cli_format import worth_saying
 
 
 def run(*args, cwd=None):
@@ -50,3 +52,16 @@ def test_info_warns_about_a_foreign_ofa_distribution(monkeypatch, capsys):
                         lambda: {"ofa": ["ofa-supernet", "ofa"]})
     assert ofa.cli.main(["info", "ofa_resnet_tiny"]) == 0
     assert "pip uninstall ofa" in capsys.readouterr().err
+
+
+def test_every_option_of_every_command_has_help_and_names_its_default():
+    parser = ofa.cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS or "rest" in action.dest:
+                continue
+            assert action.help, f"ofa {name} {action.option_strings[0]} has no help line"
+            if worth_saying(action.default):
+                shown = sub.formatter_class("x")._get_help_string(action) % {"default": action.default}
+                assert "default" in shown, f"ofa {name} {action.option_strings[0]} hides its default"

@@ -5,6 +5,7 @@ says precision: int8, and clear errors."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def deployed(tmp_path_factory):
     assert main(["profile", "--supernet", "ofa_resnet_tiny", "--out", str(run / "latency" / "cpu.json"),
                  "--coarse", "--threads", "1", "--quiet", "--device", "cpu"]) == 0
     code = main(["deploy", str(run), "--slimmable", "--calib-batches", "2", "--repeats", "5", "--threads", "1",
-                 "--quiet"])
+                 "--quiet", "--force"])  # random weights: at chance level, deployed only when forced
     assert code == 0
     return run
 
@@ -79,6 +80,13 @@ def test_deploy_writes_verified_artifacts_and_reports(deployed):
         assert measured["n"] == 750 and measured["ci_low"] <= measured["top1"] <= measured["ci_high"]
         description = json.loads((folder / "model.json").read_text())
         assert description["data_config"]["input_size"] == [1, arch["resolution"], arch["resolution"]]
+        assert description["class_names"] == [str(d) for d in range(10)]
+        assert deploy.load(folder).class_names == description["class_names"]
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in (folder, folder / "model.onnx", folder / "model.json", folder / "report.json"):
+            want = (0o777 if path.is_dir() else 0o666) & ~umask
+            assert path.stat().st_mode & 0o777 == want, path  # a serving process can read what deploy wrote
         assert description["data_config"]["mean"] == [pytest.approx(0.1308, abs=1e-3)]
     phone = json.loads((run / "deploy" / "phone" / "report.json").read_text())
     assert phone["latency_predicted_ms"] > 0 and phone["latency_table"]["device"] == "cpu"
@@ -209,6 +217,8 @@ def test_errors_missing_run_and_unknown_device(deployed, tmp_path, capsys):
     (reversed_run / "search" / "selected.json").write_text(json.dumps(selected))
     code, err = _cli(["deploy", str(reversed_run), "--slimmable", "--quiet"], capsys)
     assert code == 2 and "needs nested subnets" in err and not (reversed_run / "deploy").exists()
+    code, err = _cli(["deploy", str(deployed), "--device", "watch", "--quiet"], capsys)  # random weights
+    assert code == 2 and "watch: test top-1" in err and "chance level" in err and "--force" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     code, err = _cli(["deploy", str(empty), "--quiet"], capsys)

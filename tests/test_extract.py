@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import ofa
+from ofa.fold import prepare_for_inference
 from tests.conftest import randomize_bn
 
 
@@ -70,6 +71,12 @@ def test_input_at_another_resolution_is_a_clear_error(tiny):
         tiny(torch.randn(1, 1, 32, 32))
     with pytest.raises(ofa.OFAError, match=r"expected an input of shape \(N, 1, 24, 24\)"):
         tiny(torch.randn(1, 3, 24, 24))
+    # the deployed (dense, BN-folded) network refuses it too, instead of answering worse
+    dense = prepare_for_inference(tiny.extract(arch))
+    dense(torch.randn(2, 1, 24, 24))
+    for shape in ((1, 1, 32, 32), (1, 3, 24, 24), (1, 24, 24)):
+        with pytest.raises(ofa.OFAError, match=r"takes inputs of shape \(N, 1, 24, 24\)"):
+            dense(torch.randn(*shape))
 
 
 def test_extract_with_calibration_owns_its_statistics(tiny):

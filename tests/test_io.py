@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,3 +91,17 @@ def test_missing_or_corrupt_description_is_a_clear_error(tiny, tmp_path, content
 def test_save_leaves_no_temporary_files(tiny, tmp_path):
     ofa.save(tiny, tmp_path / "s.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.safetensors"]
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    from ofa.io import atomic_write
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.json", lambda tmp: Path(tmp).write_text("{}"))
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # readable by a server process
+        os.umask(0o077)
+        atomic_write(tmp_path / "b.json", lambda tmp: Path(tmp).write_text("{}"))
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(previous)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -270,3 +271,33 @@ def test_archs_bred_from_index_rows_encode_as_any_arch(net):
     inner = genes.contained_in(net.space.sample(1))  # another layout's rows are not used by this gene space
     nested = [inner.arch_from_indices([0] * len(inner.genes)), net.space.largest()]
     assert (genes.encode(nested) == genes.encode([net.space.arch_from_dict(a.to_dict()) for a in nested])).all()
+
+
+def test_a_new_search_keeps_the_other_devices_and_refuses_to_break_a_nested_chain(tmp_path):
+    from search.selection import check_merge, merge
+
+    path = tmp_path / "selected.json"
+    first = {"supernet": "supernet.safetensors", "nested": False, "order": ["phone", "board"],
+             "devices": {"phone": {"macs": 5}, "board": {"macs": 1}}}
+    path.write_text(json.dumps(first))
+    check_merge(path, ["board", "server"], nested=False, replace=False)
+    second = {"supernet": "supernet.safetensors", "nested": False, "order": ["board", "server"],
+              "devices": {"board": {"macs": 2}, "server": {"macs": 9}}}
+    merged = merge(path, second, replace=False)
+    assert merged["order"] == ["board", "server", "phone"]
+    assert merged["devices"] == {"board": {"macs": 2}, "server": {"macs": 9}, "phone": {"macs": 5}}
+    assert merge(path, second, replace=True) == second
+    with pytest.raises(OFAError, match=r"\['phone'\].*--replace"):  # a nested chain is one decision
+        check_merge(path, ["board", "server"], nested=True, replace=False)
+    check_merge(path, ["board", "server"], nested=True, replace=True)
+
+
+def test_subnets_at_chance_level_are_refused_unless_forced():
+    from search.selection import refuse_chance_level
+
+    guessing = ofa.Metrics(top1=11.0, loss=2.3, correct=55, total=500, ci_low=8.5, ci_high=14.1)
+    learned = ofa.Metrics(top1=95.0, loss=0.2, correct=475, total=500, ci_low=92.7, ci_high=96.6)
+    assert refuse_chance_level({"phone": learned, "board": None}, num_classes=10, force=False) == []
+    with pytest.raises(OFAError, match=r"board \(11.0% \[8.5, 14.1\]\).*chance level.*--force"):
+        refuse_chance_level({"phone": learned, "board": guessing}, num_classes=10, force=False)
+    assert refuse_chance_level({"board": guessing}, num_classes=10, force=True) == ["board (11.0% [8.5, 14.1])"]

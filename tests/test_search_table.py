@@ -211,7 +211,8 @@ def test_many_budgets_on_one_cost_run_as_a_sweep(run, shared):
     limits = [low + (high - low) * (i + 1) / (SWEEP_MIN_BUDGETS + 1) for i in range(SWEEP_MIN_BUDGETS)]
     budgets = [parse_budget(f"d{i}:macs={m / 1e6:.4f}M") for i, m in enumerate(limits)]
     cfg = SearchConfig(run_dir=run, budgets=budgets, storage=shared, table_size=8, predictor="ridge",
-                       generations=6, population=12, rerank=1, measure_test=False, progress=False)
+                       generations=6, population=12, rerank=1, measure_test=False, progress=False,
+                       replace=True)  # this run's earlier tests left a nested selection
     for _ in range(2):  # a second search replaces the recorded studies instead of adding to them
         outcome = search(cfg)
     assert len(outcome.choices) == SWEEP_MIN_BUDGETS
@@ -244,7 +245,7 @@ def test_latency_choice_over_budget_in_deployed_form_takes_the_next_candidate(ru
     cfg = SearchConfig(run_dir=run, budgets=[parse_budget(f"here:latency_ms={limit}@here")], storage=shared,
                        table_size=8, predictor="ridge", generations=6, population=12, rerank=3, calib_batches=1,
                        batch_size=48, val_limit=48, measure_test=False, progress=False, luts={"here": str(lut)},
-                       latency_timer=timer)
+                       latency_timer=timer, replace=True)
     choice = search(cfg).choices[0]
     assert choice.latency["verified"] and choice.latency["fallbacks"] == 1 and len(timed) == 2
     assert choice.latency["median_ms"] <= limit and net.costs(choice.arch)[0] == timed[1]

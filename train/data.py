@@ -235,6 +235,7 @@ class Data:
     splits: dict[str, tuple[Source, np.ndarray]]
     spec: dict[str, Any] = field(default_factory=dict)  # what load_run_data needs to rebuild this Data
     augment: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)  # label i's name, where the dataset has names
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -373,7 +374,8 @@ def _load_mnist5k(seed: int, augment: dict | None) -> Data:
     default_aug = {"scale": (0.6, 1.0), "ratio": (0.8, 1.25), "hflip": 0.0, "color_jitter": None}
     return Data("mnist5k", int(labels.max()) + 1, 1,
                 {"input_size": [1, 28, 28], "mean": mean, "std": std, "interpolation": "bilinear",
-                 "crop_pct": 1.0}, splits, augment={**default_aug, **(augment or {})})
+                 "crop_pct": 1.0}, splits, augment={**default_aug, **(augment or {})},
+                class_names=[str(d) for d in range(int(labels.max()) + 1)])
 
 
 def _existing_dir(path: str, what: str) -> Path:
@@ -433,7 +435,7 @@ def _load_imagefolder(path: str, seed: int, augment: dict | None) -> Data:
     return Data(f"imagefolder:{root}", len(classes), in_chans,
                 {"input_size": [in_chans, size, size], "mean": mean, "std": std, "interpolation": "bilinear",
                  "crop_pct": 0.875 if size >= 224 else 1.0}, _splits_from(train, held, seed),
-                augment=dict(augment or {}))
+                augment=dict(augment or {}), class_names=list(classes))
 
 
 def _load_cifar(which: str, path: str, seed: int, download: bool, augment: dict | None) -> Data:
@@ -456,7 +458,8 @@ def _load_cifar(which: str, path: str, seed: int, download: bool, augment: dict 
     mean, std = _array_stats(train.data, splits["train"][1], 3)
     return Data(which, len(train.classes), 3,
                 {"input_size": [3, 32, 32], "mean": mean, "std": std, "interpolation": "bilinear",
-                 "crop_pct": 1.0}, splits, augment={"scale": (0.5, 1.0), **(augment or {})})
+                 "crop_pct": 1.0}, splits, augment={"scale": (0.5, 1.0), **(augment or {})},
+                class_names=list(train.classes))
 
 
 def _load_timm(name: str, root: str | None, seed: int, download: bool, augment: dict | None) -> Data:
@@ -491,7 +494,14 @@ def _load_timm(name: str, root: str | None, seed: int, download: bool, augment: 
     return Data(name, num_classes, in_chans,
                 {"input_size": [in_chans, size, size], "mean": mean, "std": std, "interpolation": "bilinear",
                  "crop_pct": 0.875 if size >= 224 else 1.0}, _splits_from(train, held, seed),
-                augment=dict(augment or {}))
+                augment=dict(augment or {}), class_names=_names(classes))
+
+
+def _names(classes: Any) -> list[str]:
+    """timm readers give a list of names or a {name: index} mapping."""
+    if isinstance(classes, dict):
+        return [name for name, _ in sorted(classes.items(), key=lambda kv: kv[1])]
+    return [str(c) for c in classes or []]
 
 
 def check_dataset_spec(spec: Any) -> None:

@@ -221,7 +221,7 @@ class Trainer:
                                  step=self.pos["global_step"])
             line.append(f"{label} {m.top1:.1f}%")
             chance = 100.0 / self.data.num_classes
-            if epoch + 1 == self.phases[p]["epochs"] and m.ci_low <= chance <= m.ci_high:
+            if epoch + 1 == self.phases[p]["epochs"] and m.at_chance(self.data.num_classes):
                 tqdm.write(f"WARNING: the {label} subnet is at chance level after phase {self.phases[p]['name']!r}: "
                            f"validation top-1 {m.top1:.1f}% [95% interval {m.ci_low:.1f}, {m.ci_high:.1f}] "
                            f"contains {chance:.1f}% (1/{self.data.num_classes} classes). It is not learning: "
