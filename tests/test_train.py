@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 import yaml
@@ -250,3 +251,29 @@ def test_skip_first_phase_with_a_pretrained_head_that_fits(tmp_path, model):
     del config["supernet"]
     trainer = Trainer(resolve_config(config), tmp_path / "run", progress=False)
     assert trainer.pos["phase"] == 1  # the fitted head is kept: training starts at the second phase
+
+
+def test_a_run_that_crashed_before_its_first_checkpoint_resumes_from_the_start(tmp_path):
+    config = small_config(phases=[{"name": "full", "epochs": 1, "lr": 0.05}], checkpoint_every=50)
+    reference = train(copy.deepcopy(config), tmp_path / "reference", progress=False)
+
+    def crash(trainer):
+        raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(copy.deepcopy(config), tmp_path / "crashed", progress=False, on_step=crash)
+    assert not list((tmp_path / "crashed" / "checkpoints").glob("step*.pt"))  # not resumable the old way
+    resumed = train(resume=tmp_path / "crashed", progress=False)
+    assert resumed.global_step == reference.global_step
+    assert [r["val_top1"] for r in resumed.metrics] == [r["val_top1"] for r in reference.metrics]
+    a = safetensors.torch.load_file(str(reference.supernet_path))
+    b = safetensors.torch.load_file(str(resumed.supernet_path))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_subnet_left_at_chance_is_a_loud_warning_with_the_validation_lines(tmp_path, capsys):
+    config = small_config(phases=[{"name": "full", "epochs": 1, "lr": 1e-12}])  # learns nothing
+    train(config, tmp_path / "run", progress=True)
+    out, err = capsys.readouterr()
+    assert "full 1/1 (step 2): validation top-1 largest" in out
+    assert "WARNING: the largest subnet is at chance level after phase 'full'" in err

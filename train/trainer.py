@@ -104,11 +104,13 @@ class Trainer:
         self._best_rate: dict[int, float] = {}
         self._hinted = False
         self._stop_asked = False
-        if resume:
-            path = latest_checkpoint(run_dir)
-            if path is None:
-                raise OFAError(f"{run_dir} has no checkpoint to resume from (checkpoints/ is empty); start a new "
-                               "run with --out")
+        path = latest_checkpoint(run_dir) if resume else None
+        if resume and path is None:  # it stopped before its first checkpoint: that run is this run from step 0
+            if self.main:
+                print(f"note: {run_dir} has no checkpoint yet; starting it over with its config.yaml",
+                      file=sys.stderr)
+            self.metrics.truncate(0)
+        if path is not None:
             self.checkpoint = load_checkpoint(path)
             self.checkpoint_path = path
             self._restore(self.checkpoint)
