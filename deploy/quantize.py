@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import itertools
 import math
 import os
 import tempfile
@@ -35,7 +36,7 @@ from torch import nn
 import ofa
 from ofa.errors import OFAError
 from ofa.io import atomic_write
-from ofa.timing import num_threads, summarize, time_pair
+from ofa.timing import summarize, time_pair
 
 from .export import ONNX_OPSET, _quiet, require_export_packages
 
@@ -164,7 +165,7 @@ def int8_report(folder: Path, data, resolution: int, calib_batches: int, batch_s
 
     settings = settings or QuantSettings()
     calib = data.eval_loader("calib", resolution, batch_size=batch_size)
-    feeds = [{"input": x.numpy()} for x, _ in _first(calib, calib_batches)]
+    feeds = [{"input": x.numpy()} for x, _ in itertools.islice(calib, calib_batches)]
     quantize_onnx(folder / "model.onnx", folder / "model.int8.onnx", feeds, settings)
     models = {p: OrtModel(session(folder / name, threads))
               for p, name in (("float32", "model.onnx"), ("int8", "model.int8.onnx"))}
@@ -172,8 +173,7 @@ def int8_report(folder: Path, data, resolution: int, calib_batches: int, batch_s
     measured = {p: hits(m, test) for p, m in models.items()}
     drop, low, high = paired_drop(measured["float32"][0], measured["int8"][0])
     x = torch.randn(1, feeds[0]["input"].shape[1], resolution, resolution)
-    with num_threads(threads):
-        times = dict(zip(models, time_pair(models["float32"], models["int8"], x, repeats, warmup)))
+    times = dict(zip(models, time_pair(models["float32"], models["int8"], x, repeats, warmup)))  # sessions' threads
     latency = {p: summarize(t) for p, t in times.items()}
     sizes = {p: (folder / name).stat().st_size for p, name in (("float32", "model.onnx"), ("int8", "model.int8.onnx"))}
     calibration = {"split": "calib", "images": sum(len(f["input"]) for f in feeds)}
@@ -189,13 +189,6 @@ def int8_report(folder: Path, data, resolution: int, calib_batches: int, batch_s
                     "ratio": latency["int8"]["median_ms"] / latency["float32"]["median_ms"]},
         "size_bytes": {**sizes, "ratio": sizes["int8"] / sizes["float32"]},
     }
-
-
-def _first(batches: Iterable, n: int) -> Iterator:
-    for i, batch in enumerate(batches):
-        if i >= n:
-            return
-        yield batch
 
 
 # -- many modules at once (latency tables) ------------------------------------------------------------------------
