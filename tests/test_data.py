@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from ofa import OFAError
-from train.data import check_images, load_data, load_run_data
+from train.data import load_data, load_run_data
+from train.sources import check_images
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_clear_errors_for_missing_paths_and_unknown_datasets(tmp_path):
 
 
 def test_unreadable_image_is_skipped_with_a_warning_and_the_pre_pass_names_it(tmp_path, capsys):
-    import train.data as data_module
+    import train.sources as data_module
 
     _write_images(tmp_path / "imgs", classes=3, per_class=12)
     data = load_data(f"imagefolder:{tmp_path / 'imgs'}", seed=0)

@@ -15,8 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ofa.errors import OFAError
-from ofa.io import read_yaml
+from ofa.io import atomic_write, read_yaml
 from ofa.sorting import CRITERIA
 from ofa.space import SearchSpace
 
@@ -253,3 +255,17 @@ def widens(previous: SearchSpace | None, current: SearchSpace) -> bool:
         elif any(set(cb) - set(ca) for ca, cb in zip(a, b)):
             return True
     return False
+
+
+def write_config(run_dir: Path, config: dict[str, Any], net: Any) -> None:
+    """RUN/config.yaml: the resolved config, with what the supernet became (classes, channels, timm origin)."""
+    first = ("supernet", "timm", "data", "phases")  # the entries a reader looks for, on top
+    record = {k: copy.deepcopy(config[k]) for k in first if k in config}
+    record.update({k: copy.deepcopy(v) for k, v in config.items() if k not in first})
+    if "supernet" in record:
+        record["supernet"].update(num_classes=net.num_classes, in_chans=net.in_chans)
+    else:  # a timm start: record what it became, too
+        record["supernet"] = {"name": net.name, "num_classes": net.num_classes, "in_chans": net.in_chans,
+                              "from_timm": record["timm"]["name"]}
+    text = yaml.safe_dump(record, sort_keys=False)
+    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))

@@ -8,22 +8,18 @@ batches, augmentations and sampled subnets are functions of (seed, epoch, index,
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from tqdm import tqdm
 
@@ -34,15 +30,13 @@ from ofa.sorting import check_criterion
 from ofa.timing import default_threads, num_threads
 
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import phase_space, read_config, resolve_config, widens
-from .data import UNREADABLE, check_images, load_data
+from .config import phase_space, read_config, resolve_config, widens, write_config
+from .data import load_data
+from .guards import Interrupted, StopRequest, ThroughputWatch
 from .metrics import MetricsLog
 from .sandwich import sample_subnets, sandwich_backward
 from .setup import build_supernet, make_accelerator, middle_arch, state_hash
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM) stopped the run between two steps, after saving a checkpoint."""
+from .sources import UNREADABLE, check_images
 
 
 class NonFiniteLossError(OFAError):
@@ -101,9 +95,8 @@ class Trainer:
         self.subnet_log: list[list[str]] = []
         self.checkpoint: dict[str, Any] | None = None
         self._in_step = False
-        self._best_rate: dict[int, float] = {}
-        self._hinted = False
-        self._stop_asked = False
+        self.throughput = ThroughputWatch()
+        self.stop = StopRequest(announce=self.main)
         path = latest_checkpoint(run_dir) if resume else None
         if resume and path is None:  # it stopped before its first checkpoint: that run is this run from step 0
             if self.main:
@@ -233,18 +226,7 @@ class Trainer:
             tqdm.write(f"{phase['name']} {epoch + 1}/{phase['epochs']} (step {self.pos['global_step']}): "
                        f"validation top-1 {', '.join(line)}; train loss {train_loss:.3f}, "
                        f"{images_per_s:.0f} images/s")
-        self._check_throughput(p, images_per_s)
-
-    def _check_throughput(self, p: int, images_per_s: float) -> None:
-        """One hint per run when an epoch runs at a third of the phase's best speed: on a CPU that is almost
-        always other processes competing for the cores (7.6x slower measured on 2 cores)."""
-        best = self._best_rate.setdefault(p, images_per_s)
-        self._best_rate[p] = max(best, images_per_s)
-        if images_per_s < best / 3 and not self._hinted:
-            self._hinted = True
-            tqdm.write(f"note: training slowed from {best:.0f} to {images_per_s:.0f} images/s; other processes may "
-                       f"be competing for the cores (this one uses {torch.get_num_threads()} threads): give each "
-                       "process fewer with --threads (e.g. 1 when several run side by side)", file=sys.stderr)
+        self.throughput.update(p, images_per_s)
 
     def _calib_loader(self, resolution: int):
         ev = self.config["eval"]
@@ -252,7 +234,7 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        with self._interrupts_deferred():
+        with self.stop:
             return self._run()
 
     def _run(self) -> TrainResult:
@@ -318,35 +300,9 @@ class Trainer:
                     self._stop_if_asked(optimizer, scheduler, saved=True)
         return self._finish()
 
-    @contextlib.contextmanager
-    def _interrupts_deferred(self) -> Iterator[None]:
-        """The first Ctrl-C (or SIGTERM, which torchrun sends its workers) asks the loop to stop after the current
-        step, with a checkpoint; a second one stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield  # only the main thread may handle signals: Ctrl-C keeps its default behaviour
-            return
-
-        def ask(signum, frame):
-            if self._stop_asked:
-                raise KeyboardInterrupt
-            self._stop_asked = True
-            if self.main:
-                tqdm.write("stopping after this step with a checkpoint (Ctrl-C again to stop at once)",
-                           file=sys.stderr)
-
-        previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
     def _stop_if_asked(self, optimizer, scheduler, saved: bool = False) -> None:
-        asked = self._stop_asked
-        if self.world > 1:  # every process stops at the same step, so that one consistent checkpoint is saved
-            flag = torch.tensor([float(asked)], device=self.accelerator.device)
-            asked = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
-        if asked:
+        reduce = (lambda t: self.accelerator.reduce(t, reduction="sum")) if self.world > 1 else None
+        if self.stop.agreed(reduce, self.accelerator.device):
             if not saved:
                 self._save(optimizer, scheduler)
             raise Interrupted(f"stopped at step {self.pos['global_step']} with a checkpoint")
@@ -419,19 +375,6 @@ class Trainer:
                            self.main, sorted(UNREADABLE))
 
 
-def _write_config(run_dir: Path, config: dict[str, Any], net: nn.Module) -> None:
-    first = ("supernet", "timm", "data", "phases")  # the entries a reader looks for, on top
-    record = {k: copy.deepcopy(config[k]) for k in first if k in config}
-    record.update({k: copy.deepcopy(v) for k, v in config.items() if k not in first})
-    if "supernet" in record:
-        record["supernet"].update(num_classes=net.num_classes, in_chans=net.in_chans)
-    else:  # a timm start: record what it became, too
-        record["supernet"] = {"name": net.name, "num_classes": net.num_classes, "in_chans": net.in_chans,
-                              "from_timm": record["timm"]["name"]}
-    text = yaml.safe_dump(record, sort_keys=False)
-    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
-
-
 def train(config: dict[str, Any] | str | os.PathLike | None = None, out: str | os.PathLike | None = None,
           resume: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, progress: bool = True,
           on_step: Callable[[Trainer], None] | None = None) -> TrainResult:
@@ -465,7 +408,7 @@ def train(config: dict[str, Any] | str | os.PathLike | None = None, out: str | o
     with num_threads(resolved["threads"]):
         trainer = Trainer(resolved, run_dir, resume=resume is not None, progress=progress, on_step=on_step)
         if resume is None and trainer.main:
-            _write_config(run_dir, resolved, trainer.net)
+            write_config(run_dir, resolved, trainer.net)
         trainer.accelerator.wait_for_everyone()
         try:
             return trainer.run()
