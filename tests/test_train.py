@@ -45,6 +45,7 @@ def test_whole_tiny_schedule_writes_the_run_directory(tmp_path):
     recorded = yaml.safe_load((run / "config.yaml").read_text())
     assert recorded["supernet"]["name"] == "ofa_resnet_tiny" and recorded["supernet"]["num_classes"] == 10
     assert recorded["data"]["spec"] == "mnist5k"
+    assert isinstance(recorded["threads"], int) and recorded["threads"] >= 1  # fixed at start, recorded
     assert [r["phase"] for r in result.metrics][::3] == phases  # largest, middle, smallest per epoch
     assert {r["subnet"] for r in result.metrics} == {"largest", "middle", "smallest"}
     assert all(0.0 <= float(r["val_top1"]) <= 100.0 for r in result.metrics)

@@ -73,3 +73,30 @@ def test_timm_entry_and_criterion_checked_against_the_network(tmp_path, capsys, 
         assert main(["train", "--config", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
         assert words in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
+
+
+def test_threads_default_to_the_cores_per_local_process_and_honour_omp(monkeypatch):
+    import os
+
+    from ofa.timing import default_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun --nproc-per-node 4
+    assert default_threads() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's explicit choice wins
+    assert default_threads() == 3
+
+
+def test_a_collapse_in_throughput_is_hinted_once(capsys):
+    from train.guards import ThroughputWatch
+
+    watch = ThroughputWatch()
+    for rate in (200.0, 210.0, 150.0):
+        watch.update(0, rate)
+    assert "slowed" not in capsys.readouterr().err
+    watch.update(0, 40.0)
+    watch.update(0, 30.0)
+    assert capsys.readouterr().err.count("training slowed from 210 to 40 images/s") == 1
