@@ -6,7 +6,9 @@ All in one process, CPU, for subnets across the cost range of a supernet:
     as a plain PyTorch network with separate BN, batch 1 and 32, as interleaved A/B pairs (both see the same machine load): median ratio and quartiles;
 (b) the latency table's predicted versus measured latency on held-out random subnets (MAPE; goal <= 10%);
 (c) latency ratio versus MACs ratio relative to the largest arch (reported: where MACs mislead);
-(d) SlimmableNet width-switch time and memory growth over 10,000 switches (goal <= 50 us);
+(d) SlimmableNet width-switch time and memory growth over 10,000 switches (goal <= 50 us); (d3) long chains
+    (up to 8 nested widths of ofa_resnet_tiny and ofa_mbv3_tiny): memory against the largest dense network with
+    and without the default memory limit (goal <= 2), and each width's slimmable / dense ratio, derived or lean;
 (e) time per MAC with channels rounded to multiples of 8 (divisor 8) versus unrounded counts (divisor 1);
 (f) int8 against float32 in onnxruntime, batch 1: the largest and a middle ``ofa_resnet18`` subnet at 224 px
     (random weights; goal int8 / float32 <= 0.5), for ONNX Runtime's quantization variants (QDQ or QOperator,
@@ -146,7 +148,7 @@ def bench_switch(net) -> dict:
     tracemalloc.stop()
     largest = state_bytes(dense[-1])
     return {"switch_us": us, "memory_growth_bytes": growth, "switches": 10_000, "max_abs_diff_vs_dense": max_diff,
-            "memory_over_largest_dense": slim.memory_bytes()["total"] / largest}
+            "memory_over_largest_dense": slim.memory_bytes()["total"] / largest, "derived_widths": slim.derived_widths}
 
 
 def bench_slim_speed(net, pairs: int) -> list[dict]:
@@ -163,6 +165,59 @@ def bench_slim_speed(net, pairs: int) -> list[dict]:
             rows.append({"width": i, "macs": net.costs(arch)[0], "batch": batch,
                          **ab_ratio(slim, deployed, x, pairs if batch == 1 else max(5, pairs // 3))})
     return rows
+
+
+def long_chain(space, n: int = 8) -> list:
+    """Up to n nested archs from the smallest to the largest, one dimension (every stage alike) growing by one
+    choice per step, in turn; each arch takes the largest's per-block options (kernels: nested widths share them)."""
+    big, steps = space.largest(), {"resolution": 0, "stem": 0, "depths": 0, "widths": 0, "expands": 0}
+
+    def arch():
+        def at(kind, choices):
+            return choices[min(steps[kind], len(choices) - 1)]
+        depths = tuple(at("depths", d) for d in space.depths)
+        return replace(big, resolution=at("resolution", space.resolutions), depths=depths,
+                       widths=tuple(at("widths", w) for w in space.widths),
+                       expands=tuple((at("expands", space.expands[s]),) * depths[s] for s in range(len(depths))),
+                       stem=None if space.stem is None else at("stem", space.stem),
+                       **{o: tuple(row[:d] for row, d in zip(getattr(big, o), depths)) for o in space.block_options()})
+
+    chain = [arch()]
+    while chain[-1] != big:
+        for kind in steps:
+            steps[kind] += 1
+            if arch() != chain[-1]:
+                chain.append(arch())
+    keep = sorted({round(k * (len(chain) - 1) / (n - 1)) for k in range(n)}) if len(chain) > n else range(len(chain))
+    return [chain[k] for k in keep]
+
+
+def bench_slim_chains(pairs: int) -> dict:
+    """Per family, a long nested chain as one SlimmableNet (fast mode, default memory limit): its memory against
+    the largest dense network's (and without a limit), and every width against its dense deployed network."""
+    out = {}
+    for name in ("ofa_resnet_tiny", "ofa_mbv3_tiny"):
+        net = ofa.create_supernet(name).eval()
+        chain = long_chain(net.space)
+        dense = [net.extract(a).eval() for a in chain]
+        slim, unlimited = SlimmableNet.from_dense(dense), SlimmableNet.from_dense(dense, memory_limit=None)
+        slim.prepare(), unlimited.prepare()
+        memory, before = slim.memory_bytes(), unlimited.memory_bytes()
+        rows = []
+        for i, (arch, d) in enumerate(zip(chain, dense)):
+            slim.set_width(i)
+            deployed = prepare_for_inference(d)
+            for batch in (1, 32):
+                x = torch.randn(batch, net.in_chans, arch.resolution, arch.resolution)
+                with torch.inference_mode():
+                    rows.append({"width": i, "derived": i in slim.derived_widths, "macs": net.costs(arch)[0],
+                                 "batch": batch, **ab_ratio(slim, deployed, x, pairs if batch == 1 else max(5, pairs // 3))})
+        out[name] = {"widths": len(chain), "memory_limit": slim.memory_limit, "derived_widths": slim.derived_widths,
+                     "memory_over_largest_dense": memory["total"] / memory["largest_dense"],
+                     "memory_over_largest_dense_unlimited": before["total"] / before["largest_dense"],
+                     "per_width": rows}
+        del unlimited
+    return out
 
 
 def bench_divisor(name: str, n: int, repeats: int, seed: int = 0) -> dict:
@@ -368,6 +423,7 @@ def main() -> None:
         macs = bench_macs(net, archs, args.pairs)
         switch = bench_switch(net)
         slim_speed = bench_slim_speed(net, args.pairs)
+        slim_chains = bench_slim_chains(args.pairs)
         divisor = bench_divisor(args.supernet, 8, args.pairs)
         int8 = main_int8(args, threads)
     acc = table.meta["accuracy"]
@@ -375,6 +431,7 @@ def main() -> None:
               "torch": torch.__version__, "note": "CPU timings on a shared machine; ratios are interleaved A/B",
               "folding": folding, "lut": {k: v for k, v in acc.items()}, "lut_units": len(table.units),
               "lut_correction": table.correction, "macs_vs_latency": macs, "switch": switch, "slim_speed": slim_speed,
+              "slim_chains": slim_chains,
               "divisor": divisor, "int8": int8,
               "goals": GOALS}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -400,6 +457,17 @@ def main() -> None:
     for r in slim_speed:
         print(f"  width {r['width']} {r['macs'] / 1e6:6.2f}M MACs b{r['batch']:<2}  {r['a_ms']:8.3f} ms vs "
               f"{r['b_ms']:8.3f} ms   {r['ratio_median']:.3f} [{r['ratio_q1']:.3f}, {r['ratio_q3']:.3f}]")
+    print(f"\n(d3) long chains, fast mode within memory_limit=2 (memory goal <= "
+          f"{GOALS['slim_memory_over_largest_dense_max']}x; slimmable / dense goal <= {GOALS['slim_over_dense_max']} "
+          "where a width runs derived)")
+    for name, c in slim_chains.items():
+        print(f"  {name}: {c['widths']} widths, memory {c['memory_over_largest_dense']:.2f}x the largest dense "
+              f"network ({c['memory_over_largest_dense_unlimited']:.2f}x without a limit), derived widths "
+              f"{c['derived_widths']}")
+        for r in c["per_width"]:
+            print(f"    width {r['width']} {'derived' if r['derived'] else 'lean   '} {r['macs'] / 1e6:6.2f}M MACs "
+                  f"b{r['batch']:<2}  {r['a_ms']:8.3f} ms vs {r['b_ms']:8.3f} ms   {r['ratio_median']:.3f} "
+                  f"[{r['ratio_q1']:.3f}, {r['ratio_q3']:.3f}]")
     print(f"\n(e) ms per million MACs: divisor 8 {divisor['divisor8']['ms_per_mmac_median']:.4f}, "
           f"divisor 1 {divisor['divisor1']['ms_per_mmac_median']:.4f} "
           f"({divisor['divisor1']['odd_channel_counts']} odd channel counts) -> unrounded is "

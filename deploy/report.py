@@ -117,7 +117,8 @@ def write_report(run: str | Path, order: list[str] | None = None) -> Path:
         dropped = s["memory_bytes_after_drop_stored"] / s["largest_dense_bytes"]
         lines += [f"Runtime-slimmable network: `deploy/slimmable/` ({s['mode']} mode; widths: {widths}, each timed "
                   f"interleaved with its dense deployed network; memory {memory:.2f}x the largest dense network, "
-                  f"{dropped:.2f}x after `drop_stored()`; "
+                  f"{dropped:.2f}x after `drop_stored()`; at dense speed: {', '.join(s.get('derived_widths', s['widths']))}, "
+                  "the others on views; "
                   f"max difference from the dense networks {max(s['max_abs_diff_vs_dense']):.1e}).", ""]
     if (run / "search" / "pareto.png").is_file():
         lines += ["![Pareto front of the search](search/pareto.png)", ""]

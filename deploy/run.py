@@ -275,22 +275,26 @@ def _deploy_slimmable(run: Path, names: list[str], statics: list, repeats: int, 
         slim = SlimmableNet.from_dense(statics, names)
     except OFAError as e:
         raise OFAError(f"--slimmable needs nested subnets (run `ofa search --nested`): {e}") from None
+    # timed as deploy.load gives it (fast mode within its memory limit, which may fold the stored weights in
+    # place); `slim` keeps its stored weights, to be saved
+    timed = copy.deepcopy(slim)
     diffs, timing = [], []
     with num_threads(threads):
         for i, static in enumerate(statics):
-            slim.set_width(i)
+            timed.set_width(i)
             shape = tuple(static.description["data_config"]["input_size"])
             x = torch.randn(4, *shape)
             with torch.inference_mode():
-                diffs.append(float((slim(x) - static(x)).abs().max()))
-            timing.append(_slim_vs_dense(slim, prepare_for_inference(static), shape, repeats, warmup))
+                diffs.append(float((timed(x) - static(x)).abs().max()))
+            timing.append(_slim_vs_dense(timed, prepare_for_inference(static), shape, repeats, warmup))
     slim.latency_ms = [t["batch1"]["slimmable_ms"] for t in timing]  # what the latency controller picks by
     tmp = Path(tempfile.mkdtemp(prefix=".slimmable.", dir=run / "deploy"))
     apply_umask(tmp)
     try:
         slim.save(tmp / "slimmable.safetensors")
         report = {"widths": names, "latency_ms_batch1": slim.latency_ms, "threads": threads or torch.get_num_threads(),
-                  "mode": slim.mode, "memory_bytes": slim.memory_bytes(),
+                  "mode": timed.mode, "memory_limit": timed.memory_limit, "memory_bytes": timed.memory_bytes(),
+                  "derived_widths": [names[i] for i in timed.derived_widths],
                   "memory_bytes_after_drop_stored": _dropped_memory(slim),
                   "largest_dense_bytes": state_bytes(statics[-1]),
                   "timing": {"statistic": "median", "how": "each width interleaved with its dense deployed network",

@@ -4,10 +4,10 @@ Each layer holds the largest width's weights and, per width, the shape it runs a
 width's dense network, by layer name). Two ways to run a width:
 
 * lean: the first forward prepares, for every width, views of the weights it needs (nothing is copied);
-* fast: :class:`deploy.SlimmableNet` hands every layer per-width weights in the deployed form (BatchNorm folded
-  into the convolution before it, contiguous, channels-last), derived once; a folded BatchNorm then passes its
-  input through. A sliced view is strided memory and an unfolded BatchNorm is one more pass over the
-  activations: together 1.3-3.8x the dense network's time.
+* fast: :mod:`deploy.slim_fast` hands a layer, per width, weights in the deployed form (BatchNorm folded
+  into the convolution before it, contiguous, channels-last); a folded BatchNorm then passes its input through.
+  A width without them runs on views. A sliced view is strided memory and an unfolded BatchNorm is one more pass
+  over the activations: together 1.3-3.8x the dense network's time.
 
 Either way, switching width only changes one shared index (:class:`WidthSwitch`), so a switch costs the same
 whatever the network's size. BatchNorm keeps one row of running statistics per width: a subnet's calibrated
@@ -21,7 +21,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ofa.factory import Layers, largest_kernel
 from ofa.tokens import Tokens
@@ -42,12 +41,17 @@ class _Slim:
 
     def _init_slim(self, switch: WidthSwitch, num_widths: int) -> None:
         self.switch, self.shapes, self._views = switch, [None] * num_widths, None
-        self.fast: list | None = None  # per width: the deployed-form tensors (set by SlimmableNet)
+        # per width: the deployed-form tensors, or None to run on views (set by deploy.slim_fast)
+        self.fast: list | None = None
 
     def _apply(self, fn, *args, **kwargs):
         # the views and derived tensors belong to the old tensors after .to()/.half(); prepare them again
         self._views = self.fast = None
         return super()._apply(fn, *args, **kwargs)
+
+    def entry(self):
+        """This width's deployed-form entry, None when it runs on views."""
+        return None if self.fast is None else self.fast[self.switch.index]
 
     def views(self) -> tuple:
         if self._views is None:
@@ -73,12 +77,16 @@ class SlimConv2d(_Slim, nn.Conv2d):
         return self.weight[:cout, :cin], None if self.bias is None else self.bias[:cout], groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias, groups = self.views() if self.fast is None else self.fast[self.switch.index]
+        fast = self.entry()
+        weight, bias, groups = self.views() if fast is None else fast
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
 
 
 class SlimBatchNorm2d(_Slim, nn.Module):
-    """Inference BatchNorm with per-width running statistics (``running_mean[width]``, ``running_var[width]``)."""
+    """Inference BatchNorm with per-width running statistics (``running_mean[width]``, ``running_var[width]``).
+
+    Its fast entry per width: True when folded into the convolution before it (it passes its input through), or
+    a (scale, shift) pair applied after that convolution's weights had another width's statistics folded in."""
 
     def __init__(self, switch: WidthSwitch, num_widths: int, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -104,8 +112,12 @@ class SlimBatchNorm2d(_Slim, nn.Module):
         return self.running_mean[width, :c], self.running_var[width, :c], self.weight[:c], self.bias[:c]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast is not None and self.fast[self.switch.index]:
-            return x  # folded into the convolution before it
+        fast = self.entry()
+        if fast is True:
+            return x
+        if fast is not None:
+            scale, shift = fast
+            return torch.addcmul(shift, x, scale)
         mean, var, weight, bias = self.views()
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
 
@@ -123,7 +135,8 @@ class SlimLinear(_Slim, nn.Linear):
         return self.weight[:cout, :cin], None if self.bias is None else self.bias[:cout]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.views() if self.fast is None else self.fast[self.switch.index]
+        fast = self.entry()
+        weight, bias = self.views() if fast is None else fast
         return F.linear(x, weight, bias)
 
 
@@ -169,7 +182,8 @@ class SlimTokens(_Slim, Tokens):
         return self.cls_token[..., :channels], self.pos_embed[width, :tokens, :channels][None]
 
     def embeddings(self, grid: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.views() if self.fast is None else self.fast[self.switch.index]
+        fast = self.entry()
+        return self.views() if fast is None else fast
 
 
 SLIM_LAYERS = (SlimConv2d, SlimBatchNorm2d, SlimLinear, SlimLayerNorm, SlimTokens)
@@ -202,46 +216,3 @@ class SlimLayers(Layers):
 
     def tokens(self, tokens: int, channels: int) -> nn.Module:
         return SlimTokens(self.switch, self.num_widths, tokens, channels)
-
-
-def derive_fast(body: nn.Module, pairs: Sequence[tuple[str, str]]) -> None:
-    """Give every slim layer of ``body`` its per-width deployed-form tensors: each (convolution, BatchNorm) pair
-    of ``pairs`` folded with that width's statistics (the arithmetic of ``torch.nn.utils.fusion``, so a width
-    computes exactly what its folded dense network does), weights contiguous and channels-last."""
-    modules = dict(body.named_modules())
-    bn_of = dict(pairs)
-    folded: dict[str, list[bool]] = {}
-    # plain tensors even when the first forward runs under inference_mode, so later calls may run outside it
-    with torch.inference_mode(False), torch.no_grad():
-        for name, module in modules.items():
-            if isinstance(module, SlimConv2d):
-                bn = modules.get(bn_of.get(name))
-                bn = bn if isinstance(bn, SlimBatchNorm2d) else None
-                module.fast = [None if shape is None else _fold(module, shape, bn, i)
-                               for i, shape in enumerate(module.shapes)]
-                if bn is not None:
-                    folded[bn_of[name]] = [shape is not None and bn.shapes[i] is not None
-                                           for i, shape in enumerate(module.shapes)]
-            elif isinstance(module, (SlimLinear, SlimTokens)):
-                module.fast = [None if shape is None else tuple(None if t is None else t.detach().contiguous()
-                                                                for t in module._view_width(i))
-                               for i, shape in enumerate(module.shapes)]
-        for name, module in modules.items():
-            if isinstance(module, SlimBatchNorm2d):
-                module.fast = folded.get(name, [False] * len(module.shapes))
-
-
-def _fold(conv: SlimConv2d, shape: tuple, bn: SlimBatchNorm2d | None, width: int) -> tuple:
-    weight, bias, groups = conv._view(shape)
-    if bn is not None and bn.shapes[width] is not None:
-        mean, var, gamma, beta = bn._view(bn.shapes[width])
-        weight, bias = fuse_conv_bn_weights(weight, bias, mean, var, bn.eps, gamma, beta)
-    weight = weight.detach().clone(memory_format=torch.channels_last)  # exact strides, as Module.to() sets them
-    return weight, None if bias is None else bias.detach().contiguous(), groups
-
-
-def drop_fast(body: nn.Module) -> None:
-    """Back to views of the stored weights (the lean mode)."""
-    for module in body.modules():
-        if isinstance(module, SLIM_LAYERS):
-            module.fast = None

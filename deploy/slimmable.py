@@ -5,11 +5,12 @@ the largest one's weights once, plus every width's own BatchNorm statistics (a s
 slice of a larger one's, so each width carries its calibrated ones). Its body is the family's own dense network
 built from width-switching layers (:mod:`deploy.slim_layers`), so any family's chain works.
 
-Two modes (``mode=``, also ``load(path, mode=...)``): ``"fast"`` (the default) derives, at the first forward, every
-width's weights in the deployed form (BatchNorm folded, contiguous, channels-last), so each width runs at its
-dense deployed network's speed and computes what that network computes; it costs memory for the derived copies
-(``memory_bytes()``). ``"lean"`` runs on views of the stored weights: no extra memory, slower. The file stores the
-largest weights once either way. ``set_width(i | name)`` only changes an index, so a switch copies and allocates
+Two modes (``mode=``, also ``load(path, mode=...)``): ``"fast"`` (the default) gives, at the first forward, widths
+their weights in the deployed form (BatchNorm folded, contiguous, channels-last), so each such width runs at its
+dense deployed network's speed, as many widths as fit within ``memory_limit`` (in units of the largest dense
+network's bytes, default 2; :mod:`deploy.slim_fast`); the others run on views (``derived_widths``,
+``memory_bytes()``). ``"lean"`` runs every width on views of the stored weights: no extra memory, slower. The file
+stores the largest weights once either way. ``set_width(i | name)`` only changes an index, so a switch copies and allocates
 nothing. At every width the outputs equal the corresponding extracted dense network's.
 
 ``LatencyController`` picks, per call, the widest width whose measured latency meets a target (a device under
@@ -40,10 +41,12 @@ from ofa.io import atomic_write, read_json
 from ofa.registry import static_class
 from ofa.static import conv_bn_pairs
 
-from .slim_layers import SLIM_LAYERS, SlimBatchNorm2d, SlimLayers, WidthSwitch, derive_fast, drop_fast
+from . import slim_fast
+from .slim_layers import SLIM_LAYERS, SlimLayers, WidthSwitch
 
 FORMAT = "ofa-slimmable/2"
 MODES = ("fast", "lean")
+MEMORY_LIMIT = 2.0  # fast mode's default budget, in units of the largest dense network's bytes
 # Tensors stored once per width (a width's BN statistics, a transformer width's position embedding), not as one
 # largest tensor whose prefixes every width runs on.
 _STATS = ("running_mean", "running_var", "num_batches_tracked", "pos_embed")
@@ -92,18 +95,27 @@ class SlimmableNet(nn.Module):
     """Nested dense networks of one family sharing one set of weights; ``set_width(i | name)`` switches."""
 
     def __init__(self, descriptions: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None,
-                 latency_ms: Sequence[float] | None = None, mode: str = "fast") -> None:
+                 latency_ms: Sequence[float] | None = None, mode: str = "fast",
+                 memory_limit: float | None = MEMORY_LIMIT) -> None:
         super().__init__()
         if not descriptions:
             raise OFAError("a SlimmableNet needs at least one width")
         if mode not in MODES:
             raise OFAError(f"unknown SlimmableNet mode {mode!r}; allowed: {list(MODES)}")
-        self.mode, self._derived, self._dropped = mode, False, False
+        ok = isinstance(memory_limit, (int, float)) and not isinstance(memory_limit, bool) and memory_limit >= 1
+        if memory_limit is not None and not (ok and memory_limit != float("inf")):
+            raise OFAError(f"memory_limit must be None (no limit) or a number >= 1 (times the largest dense "
+                           f"network's memory), got {memory_limit!r}")
+        self.mode, self.memory_limit, self._derived = mode, memory_limit, False
+        self._inference_only: str | None = None  # why the stored weights were folded or dropped, once they are
         self.descriptions = [copy.deepcopy(dict(d)) for d in descriptions]
         self.names = list(names) if names is not None else [f"width{i}" for i in range(len(descriptions))]
         if len(self.names) != len(self.descriptions) or len(set(self.names)) != len(self.names):
             raise OFAError(f"give one distinct name per width ({len(self.descriptions)} widths), got {self.names}")
         meta_nets = check_nested(self.descriptions, self.names)
+        largest = meta_nets[-1].state_dict().values()  # its bytes: floating elements (at our dtype) and the rest
+        self._largest_dense = (sum(t.numel() for t in largest if t.is_floating_point()),
+                               sum(t.numel() * t.element_size() for t in largest if not t.is_floating_point()))
         self._index_of = {name: i for i, name in enumerate(self.names)}
         self.latency_ms = list(latency_ms) if latency_ms is not None else None
         # The largest width's network, built from width-switching layers, holds every weight once; each layer
@@ -156,7 +168,7 @@ class SlimmableNet(nn.Module):
 
     def _stale(self) -> None:
         """The stored weights changed (or moved): derived tensors are made again when next needed."""
-        drop_fast(self.body)
+        slim_fast.reset(self.body)
         self._derived = False
 
     def _apply(self, fn, *args, **kwargs):
@@ -165,51 +177,61 @@ class SlimmableNet(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._check_stored("load weights into it")
         self._stale()
-        self._dropped = False  # every stored tensor comes back
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
+    def prepare(self) -> None:
+        """Fast mode: give widths their deployed-form weights now, within ``memory_limit`` (else the first
+        forward does). When the stored weights plus every width's copy do not fit, the stored weights become the
+        largest width's deployed form and the network runs inference only (see ``drop_stored``)."""
+        if self.mode != "fast" or self._derived:
+            return
+        limit = None if self.memory_limit is None else self.memory_limit * self.memory_bytes()["largest_dense"]
+        if slim_fast.prepare(self, self.body, conv_bn_pairs(self.body), self.num_widths, limit,
+                             folded=self._inference_only is not None):
+            self._inference_only = self._inference_only or f"memory_limit={self.memory_limit}"
+        self._derived = True
+
     def drop_stored(self) -> None:
-        """Inference only, in less memory: derive every width's deployed-form weights now, then free the stored
-        weights they came from (and the BatchNorm tensors folded into them). What remains is the per-width weights;
-        saving, extracting, changing mode or moving the network then raise: load the file again for those."""
+        """Inference only, in less memory, every width derived whatever ``memory_limit``: the stored weights
+        become the largest width's deployed form, the other widths get their own copies. Saving, extracting,
+        changing mode or moving the network then raise: load the file again for those."""
         if self.mode != "fast":
             raise OFAError("drop_stored() needs fast mode (lean mode runs on the stored weights)")
-        if not self._derived:
-            derive_fast(self.body, conv_bn_pairs(self.body))
-            self._derived = True
-        for module in self.body.modules():
-            if isinstance(module, SLIM_LAYERS) and _runs_derived(module):
-                for name, _ in list(module.named_parameters(recurse=False)):
-                    setattr(module, name, nn.Parameter(torch.empty(0), requires_grad=False))
-                for name, _ in list(module.named_buffers(recurse=False)):
-                    setattr(module, name, torch.empty(0))
-        self._dropped = True
+        slim_fast.prepare(self, self.body, conv_bn_pairs(self.body), self.num_widths, None, fold=True,
+                          folded=self._inference_only is not None)
+        self._inference_only, self._derived = "drop_stored()", True
 
     def _check_stored(self, action: str) -> None:
-        if getattr(self, "_dropped", False):
-            raise OFAError(f"this SlimmableNet dropped its stored weights (drop_stored()) and runs inference only; "
-                           f"load it again to {action}")
+        if getattr(self, "_inference_only", None):
+            raise OFAError(f"this SlimmableNet folded its stored weights into the largest width's deployed form "
+                           f"({self._inference_only}) and runs inference only; load it again (with "
+                           f"memory_limit=None to keep them) to {action}")
+
+    @property
+    def derived_widths(self) -> list[int]:
+        """The widths that run at their dense deployed network's speed (their own deployed-form weights); the
+        others run on views. Empty in lean mode; decided by ``prepare()`` (or the first forward)."""
+        self.prepare()
+        return [i for i in range(self.num_widths) if slim_fast.derived(self.body, i)]
 
     def memory_bytes(self) -> dict[str, int]:
-        """Bytes held: the stored tensors (largest weights once, per-width BN statistics) and, in fast mode once
-        derived, the per-width deployed-form copies."""
-        stored = state_bytes(self)
-        derived, seen = 0, set()
-        for module in self.body.modules():
-            for entry in getattr(module, "fast", None) or ():
-                for t in entry if isinstance(entry, tuple) else ():
-                    if isinstance(t, torch.Tensor) and id(t) not in seen:
-                        seen.add(id(t))
-                        derived += t.numel() * t.element_size()
-        return {"stored": stored, "derived": derived, "total": stored + derived}
+        """Bytes held: ``stored`` (the state dict: largest weights once, per-width BN statistics, or once folded
+        the largest width's deployed form), ``derived`` (the per-width copies), their ``total``, and
+        ``largest_dense``, the largest width's dense network's, which ``memory_limit`` is in units of."""
+        stored, derived = slim_fast.held_bytes(self)
+        floating = next((p for p in self.parameters() if p.is_floating_point()), None)
+        size = 4 if floating is None else floating.element_size()
+        return {"stored": stored, "derived": derived, "total": stored + derived,
+                "largest_dense": self._largest_dense[0] * size + self._largest_dense[1]}
 
     # -- building ------------------------------------------------------------------------------------------------
     @classmethod
     def from_dense(cls, nets: Sequence[nn.Module], names: Sequence[str] | None = None,
-                   mode: str = "fast") -> SlimmableNet:
+                   mode: str = "fast", memory_limit: float | None = MEMORY_LIMIT) -> SlimmableNet:
         """From dense networks extracted from one supernet (smallest first), each with its calibrated BN."""
-        slim = cls([n.description for n in nets], names, mode=mode)
+        slim = cls([n.description for n in nets], names, mode=mode, memory_limit=memory_limit)
         largest = nets[-1].state_dict()
         with torch.no_grad():
             for key, target in slim.body.state_dict().items():
@@ -234,11 +256,11 @@ class SlimmableNet(nn.Module):
     @classmethod
     def from_supernet(cls, net: nn.Module, archs: Sequence, calib: Callable[[Any], Iterable] | None = None,
                       names: Sequence[str] | None = None, num_batches: int | None = None,
-                      mode: str = "fast") -> SlimmableNet:
+                      mode: str = "fast", memory_limit: float | None = MEMORY_LIMIT) -> SlimmableNet:
         """Extract ``archs`` (smallest first, nested) from ``net``, each calibrated on ``calib(arch)`` batches."""
         dense = [net.extract(a, calib_batches=None if calib is None else calib(net.space.validate(a)),
                              num_batches=num_batches) for a in archs]
-        return cls.from_dense(dense, names, mode)
+        return cls.from_dense(dense, names, mode, memory_limit)
 
     def extract(self, width: int | str) -> nn.Module:
         """The dense network of one width (with its own BN statistics), e.g. to export it."""
@@ -260,9 +282,8 @@ class SlimmableNet(nn.Module):
 
     # -- the forward pass ------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "fast" and not self._derived:
-            derive_fast(self.body, conv_bn_pairs(self.body))
-            self._derived = True
+        if not self._derived:
+            self.prepare()
         i = self.switch.index
         resolution = self.descriptions[i]["spec"]["resolution"]
         if x.dim() != 4 or x.shape[-1] != resolution or x.shape[-2] != resolution:
@@ -305,7 +326,8 @@ class SlimmableNet(nn.Module):
         return weights_path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mode: str = "fast") -> SlimmableNet:
+    def load(cls, path: str | os.PathLike, mode: str = "fast",
+             memory_limit: float | None = MEMORY_LIMIT) -> SlimmableNet:
         weights_path, json_path = _paths(path)
         for p in (weights_path, json_path):
             if not p.is_file():
@@ -322,7 +344,7 @@ class SlimmableNet(nn.Module):
                                "it may be truncated or corrupt") from None
         if metadata.get("description_sha256") != _digest(description):
             raise WeightsError(f"{weights_path} and {json_path} do not belong together")
-        slim = cls(description["widths"], description["names"], description.get("latency_ms"), mode)
+        slim = cls(description["widths"], description["names"], description.get("latency_ms"), mode, memory_limit)
         expected = {k: v for k, v in slim.state_dict().items() if not k.endswith("num_batches_tracked")}
         if set(expected) != set(tensors) or any(tensors[k].shape != v.shape for k, v in expected.items()):
             raise WeightsError(f"{weights_path} does not match its description (tensor names or shapes differ)")
@@ -360,15 +382,6 @@ class LatencyController:
 def state_bytes(module: nn.Module) -> int:
     """Bytes of a module's parameters and buffers (its state dict)."""
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
-
-
-def _runs_derived(module: nn.Module) -> bool:
-    """True if no width this layer runs at reads its stored tensors (a BatchNorm folded wherever it is used)."""
-    if module.fast is None:
-        return False
-    if isinstance(module, SlimBatchNorm2d):
-        return all(folded or shape is None for folded, shape in zip(module.fast, module.shapes))
-    return True
 
 
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:

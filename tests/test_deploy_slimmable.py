@@ -1,5 +1,6 @@
 """deploy.SlimmableNet: equality with each extracted dense subnet, constant-time switching without copies or
-memory growth, the latency controller, save/load and clear errors."""
+memory growth, fast mode within a memory limit on long chains, the latency controller, save/load and clear
+errors."""
 
 from __future__ import annotations
 
@@ -41,6 +42,27 @@ MBV3_CHAIN = [_mbv3(24, [2, 2, 2, 2, 2], 3.0, [3, 5, 7, 3, 5]), _mbv3(28, [3, 2,
 CHAINS = {"ofa_resnet_tiny": RESNET_CHAIN, "ofa_mbv3_tiny": MBV3_CHAIN}
 
 
+def _resnet(resolution, stem, depths, widths, expands):
+    return {"resolution": resolution, "stem": stem, "depths": depths, "widths": widths, "expands": expands}
+
+
+# Seven nested widths each: every width's own copy would hold 4-5x the largest dense network.
+LONG_CHAINS = {
+    "ofa_resnet_tiny": [
+        _resnet(16, 0.8, [1, 1, 1], [0.8, 0.65, 0.65], [[0.5], [0.35], [0.35]]),
+        _resnet(16, 0.8, [1, 1, 1], [0.8, 0.8, 0.8], [[0.75], [0.5], [0.5]]),
+        _resnet(20, 0.8, [1, 2, 1], [0.8, 0.8, 0.8], [[0.75], [0.5, 0.35], [0.5]]),
+        _resnet(24, 0.8, [2, 2, 1], [0.8, 0.8, 0.8], [[0.75, 0.5], [0.75, 0.5], [0.75]]),
+        _resnet(24, 1.0, [2, 2, 2], [1.0, 1.0, 0.8], [[1.0, 0.5], [0.75, 0.75], [0.75, 0.5]]),
+        _resnet(28, 1.0, [2, 2, 2], [1.0, 1.0, 1.0], [[1.0, 0.75], [1.0, 0.75], [1.0, 0.75]]),
+        _resnet(32, 1.0, [2, 2, 2], [1.0, 1.0, 1.0], [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])],
+    "ofa_mbv3_tiny": [_mbv3(24, [2, 2, 2, 2, 2], 3.0, [3, 5, 7, 3, 5]), _mbv3(24, [2, 2, 2, 2, 2], 4.0, [3, 5, 7, 3, 5]),
+                      _mbv3(28, [2, 3, 3, 2, 2], 4.0, [3, 5, 7, 3, 5]), _mbv3(28, [3, 3, 3, 3, 3], 4.0, [3, 5, 7, 3, 5]),
+                      _mbv3(28, [3, 3, 3, 3, 3], 6.0, [3, 5, 7, 3, 5]), _mbv3(32, [4, 4, 4, 3, 3], 6.0, [3, 5, 7, 3, 5]),
+                      _mbv3(32, [4, 4, 4, 4, 4], 6.0, [3, 5, 7, 3, 5])],
+}
+
+
 def calib(arch):
     g = torch.Generator().manual_seed(arch.resolution)
     return [torch.randn(16, 1, arch.resolution, arch.resolution, generator=g) for _ in range(2)]
@@ -51,7 +73,8 @@ def built(request):
     net = randomize_bn(ofa.create_supernet(request.param)).eval()
     archs = [net.space.arch_from_dict(a) for a in CHAINS[request.param]]
     dense = [net.extract(a, calib_batches=calib(a)).eval() for a in archs]
-    return SlimmableNet.from_dense(dense, ["small", "mid", "large"]), dense
+    # no memory limit: every width's copy beside the stored weights, which saving and moving need
+    return SlimmableNet.from_dense(dense, ["small", "mid", "large"], memory_limit=None), dense
 
 
 @pytest.mark.parametrize("mode", ["fast", "lean"])
@@ -182,5 +205,48 @@ def test_drop_stored_runs_inference_in_less_memory(built):
             assert_folded_close(slim(x), d(x))
     for action in (lambda: slim.save("x"), lambda: slim.extract(0), lambda: slim.set_mode("lean"),
                    lambda: slim.double()):
-        with pytest.raises(OFAError, match=r"dropped its stored weights .* load it again to"):
+        with pytest.raises(OFAError, match=r"folded its stored weights .*\(drop_stored\(\)\) .* load it again"):
             action()
+
+
+@pytest.fixture(scope="module", params=sorted(LONG_CHAINS))
+def long_chain(request):
+    net = randomize_bn(ofa.create_supernet(request.param)).eval()
+    archs = [net.space.arch_from_dict(a) for a in LONG_CHAINS[request.param]]
+    return [net.extract(a, calib_batches=calib(a)).eval() for a in archs]
+
+
+def test_fast_mode_within_memory_limit_on_a_long_chain(long_chain, tmp_path):
+    dense = long_chain
+    largest = sum(t.numel() * t.element_size() for t in dense[-1].state_dict().values())
+    path = SlimmableNet.from_dense(dense).save(tmp_path / "slim")  # saved before any forward: stored weights intact
+    slim = SlimmableNet.load(path)  # memory_limit=2.0 by default
+    memory = slim.memory_bytes()
+    assert memory["largest_dense"] == largest and memory["total"] <= 2.0 * largest  # derived at this call
+    derived = slim.derived_widths
+    # the largest runs on the stored weights, folded; smaller widths get copies, smallest first, while they fit
+    assert derived[-1] == 6 and derived[:-1] == list(range(len(derived) - 1)) and 3 <= len(derived) < 7
+    for i, d in enumerate(dense):  # derived or on views, every width computes its dense network's outputs
+        slim.set_width(i)
+        x = torch.randn(2, 1, d.resolution, d.resolution)
+        with torch.inference_mode():
+            assert_folded_close(slim(x), d(x))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for k in range(10_000):
+        slim.set_width(k % 7)
+    assert tracemalloc.get_traced_memory()[0] - before < 1024
+    tracemalloc.stop()
+    with pytest.raises(OFAError, match=r"\(memory_limit=2.0\) and runs inference only; load it again .* to save"):
+        slim.save(tmp_path / "again")
+    unlimited = SlimmableNet.load(path, memory_limit=None)
+    assert unlimited.derived_widths == list(range(7)) and unlimited.memory_bytes()["total"] > 4 * largest
+    tight = SlimmableNet.load(path, memory_limit=1)
+    assert tight.derived_widths == [6]  # the folded stored weights are held whatever the limit
+
+
+@pytest.mark.parametrize("limit", [0.5, "2", True, float("nan"), float("inf")])
+def test_bad_memory_limit_is_one_clear_error(built, limit):
+    with pytest.raises(OFAError, match=r"^memory_limit must be None \(no limit\) or a number >= 1 \(times the "
+                                        r"largest dense network's memory\), got"):
+        SlimmableNet(built[0].descriptions, memory_limit=limit)
