@@ -13,9 +13,14 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
 
     def __getattr__(name: str) -> Any:
         if name in exports:
-            value = getattr(importlib.import_module(f".{exports[name]}", package), name)
-            setattr(sys.modules[package], name, value)  # later lookups skip this function
-            return value
+            module = importlib.import_module(f".{exports[name]}", package)
+            # Importing a submodule binds it on the package under its own name, which hides an export of the same
+            # name (ofa.evaluate the module, not the function, once ofa.Metrics was looked up first): bind every
+            # export of that submodule now. Later lookups skip this function.
+            for export, sub in exports.items():
+                if sub == exports[name]:
+                    setattr(sys.modules[package], export, getattr(module, export))
+            return getattr(sys.modules[package], name)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:

@@ -65,3 +65,9 @@ def test_every_option_of_every_command_has_help_and_names_its_default():
             if worth_saying(action.default):
                 shown = sub.formatter_class("x")._get_help_string(action) % {"default": action.default}
                 assert "default" in shown, f"ofa {name} {action.option_strings[0]} hides its default"
+
+
+def test_a_lazy_export_named_like_its_submodule_survives_a_sibling_export():
+    code = "import ofa; ofa.Metrics; print(callable(ofa.evaluate), ofa.evaluate.__module__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["True", "ofa.evaluate"], result.stderr
