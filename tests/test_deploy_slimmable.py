@@ -27,8 +27,13 @@ RESNET_CHAIN = [
 
 def assert_folded_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     """Equal up to float32 rounding: BN folding and channels-last reorder the sums, and how much that moves an
-    output depends on the CPU's kernels (seen at 1.7e-5 on a 16-core machine, under 1e-5 here)."""
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+    output depends on the CPU's kernels and the weights. The bound is relative to the outputs' scale, not to each
+    logit: on random MobileNets a logit near 0 moved by 3e-5 of the largest (6 seeds x 120 inputs), which an
+    element-wise rtol failed about once in three runs; a real mismatch is orders of magnitude larger."""
+    assert actual.shape == expected.shape
+    scale = expected.abs().max().item()
+    diff = (actual - expected).abs().max().item()
+    assert diff <= 1e-4 * scale + 1e-5, f"max |diff| {diff:.3g} against outputs up to {scale:.3g}"
 
 
 def _mbv3(resolution, depths, expand, kernels):
