@@ -136,4 +136,6 @@ def test_ctrl_c_inside_a_step_saves_that_step_and_resumes_to_the_same_weights(re
     assert latest_checkpoint(run).name == "step000000004.pt"  # the interrupted step finished and was kept
     assert f"ofa train --resume {run}" in capsys.readouterr().err
     monkeypatch.setattr(trainer_module, "sandwich_backward", real)
-    _resume_and_compare(run, expected)
+    train(resume=run, progress=False)  # in this process (as the reference), its thread count from the config
+    weights = _weights(run)
+    assert [k for k in expected if not torch.equal(weights[k], expected[k])] == []

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ofa.cli import main
+from ofa.timing import num_threads as torch_threads
 from train.trainer import Trainer
 
 BASE = {"supernet": {"name": "ofa_resnet_tiny"}, "data": {"spec": "mnist5k"},
@@ -36,6 +37,7 @@ CASES = [  # (where, value, words the error must contain)
     (("phases", 1, "lr"), -0.1, "phase 'depth': lr must be a number > 0"),
     (("phases", 1, "warmup_epochs"), 1.5, "warmup_epochs must be a non-negative integer"),
     (("phases", 1, "epoch"), 2, "unknown key 'epoch'"),
+    (("phases",), [], "phases must be a non-empty list"),
 ]
 
 
@@ -57,6 +59,13 @@ def test_bad_config_value_is_one_line_exit_2_before_any_work(path, value, words,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and words in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_without_phases_is_one_line(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in BASE.items() if k != "phases"}))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "non-empty `phases:` list" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_timm_entry_and_criterion_checked_against_the_network(tmp_path, capsys, monkeypatch):
@@ -95,8 +104,30 @@ def test_a_collapse_in_throughput_is_hinted_once(capsys):
 
     watch = ThroughputWatch()
     for rate in (200.0, 210.0, 150.0):
+        watch.start()
         watch.update(0, rate)
-    assert "slowed" not in capsys.readouterr().err
-    watch.update(0, 40.0)
-    watch.update(0, 30.0)
+    assert "note:" not in capsys.readouterr().err
+    for rate in (40.0, 30.0):
+        watch.start()
+        watch.update(0, rate)
     assert capsys.readouterr().err.count("training slowed from 210 to 40 images/s") == 1
+
+
+def test_a_process_starved_of_cpu_time_is_hinted(capsys, monkeypatch):
+    import time
+
+    from train.guards import ThroughputWatch
+
+    watch = ThroughputWatch()
+    clock = {"wall": 0.0, "cpu": 0.0}
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["wall"])
+    monkeypatch.setattr(time, "process_time", lambda: clock["cpu"])
+    with torch_threads(2):
+        watch.start()
+        clock.update(wall=10.0, cpu=16.0)  # 80% of 2 threads: fine
+        watch.update(0, 100.0)
+        assert "note:" not in capsys.readouterr().err
+        watch.start()
+        clock.update(wall=20.0, cpu=20.0)  # 4 s of CPU in 10 s on 2 threads: others hold the cores
+        watch.update(0, 95.0)
+    assert "got 20% of the CPU time its 2 threads could use" in capsys.readouterr().err

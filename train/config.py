@@ -143,6 +143,8 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     check_section(out["eval"], EVAL_CHECKS, "eval")
     _check_optimizer(out["optimizer"])
     _check_scheduler(out["scheduler"])
+    if "phases" not in out:
+        raise OFAError("the config needs a non-empty `phases:` list (name, epochs, lr, warmup_epochs, allowed values)")
     names = set()
     for i, phase in enumerate(out["phases"]):
         if not isinstance(phase, dict):

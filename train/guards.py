@@ -2,8 +2,8 @@
 
 ``StopRequest`` turns the first Ctrl-C (or SIGTERM, which torchrun sends its workers) into a request the loop
 honours after the current step, with a checkpoint; a second one stops at once. ``ThroughputWatch`` says once
-when an epoch runs at a third of its phase's best speed: on a CPU that is almost always other processes
-competing for the cores (7.6x slower measured on 2 cores).
+when other processes take the cores: the process got under half the CPU time its threads could use, or an epoch
+ran at a third of its phase's best speed (7.6x slower measured on 2 cores with too many threads).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import torch
@@ -51,15 +52,32 @@ class StopRequest:
 
 
 class ThroughputWatch:
-    def __init__(self) -> None:
+    """One hint per run when other processes take the cores: this process got under half the CPU time its threads
+    could use during an epoch, or an epoch ran at a third of its phase's best speed."""
+
+    def __init__(self, announce: bool = True) -> None:
         self.best: dict[int, float] = {}
-        self.hinted = False
+        self.hinted, self.announce = False, announce
+        self._wall0 = self._cpu0 = 0.0
+
+    def start(self) -> None:
+        self._wall0, self._cpu0 = time.perf_counter(), time.process_time()
 
     def update(self, phase: int, images_per_s: float) -> None:
+        threads = torch.get_num_threads()
+        wall, cpu = time.perf_counter() - self._wall0, time.process_time() - self._cpu0
+        share = cpu / max(wall * threads, 1e-9)
         best = self.best.setdefault(phase, images_per_s)
         self.best[phase] = max(best, images_per_s)
-        if images_per_s < best / 3 and not self.hinted:
-            self.hinted = True
-            tqdm.write(f"note: training slowed from {best:.0f} to {images_per_s:.0f} images/s; other processes may "
-                       f"be competing for the cores (this one uses {torch.get_num_threads()} threads): give each "
-                       "process fewer with --threads (e.g. 1 when several run side by side)", file=sys.stderr)
+        if images_per_s < best / 3:
+            self._hint(f"training slowed from {best:.0f} to {images_per_s:.0f} images/s")
+        elif share < 0.5 and threads > 1 and wall > 2.0:
+            self._hint(f"this process got {share:.0%} of the CPU time its {threads} threads could use")
+
+    def _hint(self, what: str) -> None:
+        if self.hinted or not self.announce:
+            return
+        self.hinted = True
+        tqdm.write(f"note: {what}; other processes are competing for the cores (this one uses "
+                   f"{torch.get_num_threads()} threads): give each process fewer with --threads (e.g. 1 when "
+                   "several run side by side; 7.6x faster measured on 2 cores)", file=sys.stderr)

@@ -95,7 +95,7 @@ class Trainer:
         self.subnet_log: list[list[str]] = []
         self.checkpoint: dict[str, Any] | None = None
         self._in_step = False
-        self.throughput = ThroughputWatch()
+        self.throughput = ThroughputWatch(announce=self.main)
         self.stop = StopRequest(announce=self.main)
         path = latest_checkpoint(run_dir) if resume else None
         if resume and path is None:  # it stopped before its first checkpoint: that run is this run from step 0
@@ -226,7 +226,6 @@ class Trainer:
             tqdm.write(f"{phase['name']} {epoch + 1}/{phase['epochs']} (step {self.pos['global_step']}): "
                        f"validation top-1 {', '.join(line)}; train loss {train_loss:.3f}, "
                        f"{images_per_s:.0f} images/s")
-        self.throughput.update(p, images_per_s)
 
     def _calib_loader(self, resolution: int):
         ev = self.config["eval"]
@@ -262,6 +261,7 @@ class Trainer:
                            desc=f"{phase['name']} {epoch + 1}/{phase['epochs']}",
                            disable=not (self.progress and self.main))
                 t0, images = time.perf_counter(), 0
+                self.throughput.start()
                 try:
                     for images_batch, labels in loader:
                         if self.pos["batch"] >= self.steps_per_epoch:
@@ -292,7 +292,9 @@ class Trainer:
                 lr = optimizer.param_groups[0]["lr"]
                 train_loss = self.pos["loss_sum"] / max(self.pos["loss_n"], 1)
                 self.pos.update(epoch=self.pos["epoch"] + 1, batch=0, loss_sum=0.0, loss_n=0)
-                self.evaluate_epoch(p, epoch, train_loss, lr, images / max(time.perf_counter() - t0, 1e-9))
+                images_per_s = images / max(time.perf_counter() - t0, 1e-9)
+                self.throughput.update(p, images_per_s)
+                self.evaluate_epoch(p, epoch, train_loss, lr, images_per_s)
                 if self.pos["epoch"] == phase["epochs"]:
                     self._end_phase(p)
                 self._save(optimizer, scheduler)
