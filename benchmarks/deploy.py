@@ -155,15 +155,20 @@ def bench_slim_speed(net, pairs: int) -> list[dict]:
     """Each width of a fast-mode SlimmableNet against its dense deployed network, interleaved, batch 1 and 32."""
     chain = nested_chain(net.space)
     dense = [net.extract(a).eval() for a in chain]
-    slim = SlimmableNet.from_dense(dense)
+    return widths_against_dense(net, SlimmableNet.from_dense(dense), chain, dense, pairs)
+
+
+def widths_against_dense(net, slim: SlimmableNet, chain: list, dense: list, pairs: int) -> list[dict]:
+    """Every width of ``slim`` timed interleaved against its dense deployed network, batch 1 and 32."""
     rows = []
     for i, (arch, d) in enumerate(zip(chain, dense)):
         slim.set_width(i)
         deployed = prepare_for_inference(d)
         for batch in (1, 32):
             x = torch.randn(batch, net.in_chans, arch.resolution, arch.resolution)
-            rows.append({"width": i, "macs": net.costs(arch)[0], "batch": batch,
-                         **ab_ratio(slim, deployed, x, pairs if batch == 1 else max(5, pairs // 3))})
+            with torch.inference_mode():
+                rows.append({"width": i, "derived": i in slim.derived_widths, "macs": net.costs(arch)[0],
+                             "batch": batch, **ab_ratio(slim, deployed, x, pairs if batch == 1 else max(5, pairs // 3))})
     return rows
 
 
@@ -203,15 +208,7 @@ def bench_slim_chains(pairs: int) -> dict:
         slim, unlimited = SlimmableNet.from_dense(dense), SlimmableNet.from_dense(dense, memory_limit=None)
         slim.prepare(), unlimited.prepare()
         memory, before = slim.memory_bytes(), unlimited.memory_bytes()
-        rows = []
-        for i, (arch, d) in enumerate(zip(chain, dense)):
-            slim.set_width(i)
-            deployed = prepare_for_inference(d)
-            for batch in (1, 32):
-                x = torch.randn(batch, net.in_chans, arch.resolution, arch.resolution)
-                with torch.inference_mode():
-                    rows.append({"width": i, "derived": i in slim.derived_widths, "macs": net.costs(arch)[0],
-                                 "batch": batch, **ab_ratio(slim, deployed, x, pairs if batch == 1 else max(5, pairs // 3))})
+        rows = widths_against_dense(net, slim, chain, dense, pairs)
         out[name] = {"widths": len(chain), "memory_limit": slim.memory_limit, "derived_widths": slim.derived_widths,
                      "memory_over_largest_dense": memory["total"] / memory["largest_dense"],
                      "memory_over_largest_dense_unlimited": before["total"] / before["largest_dense"],
