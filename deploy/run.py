@@ -184,8 +184,8 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
         deployed = prepare_for_inference(folded)  # what deploy.load returns
         measured = ofa.evaluate(deployed, data.eval_loader("test", arch.resolution, batch_size=256))
         if measured.at_chance(net.num_classes) and not force:  # before the exports: nothing to undo
-            raise OFAError(f"{device}: test top-1 {measured.top1:.1f}% [{measured.ci_low:.1f}, "
-                           f"{measured.ci_high:.1f}] is at chance level ({100 / net.num_classes:.1f}% for "
+            raise OFAError(f"{device}: test top-1 {measured.interval_text()} is at chance level "
+                           f"({100 / net.num_classes:.1f}% for "
                            f"{net.num_classes} classes): the supernet did not learn (see RUN/metrics.csv); not "
                            "deployed (--force deploys it anyway)")
         ofa.save(static, tmp / "model.safetensors")

@@ -13,12 +13,9 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .cli_format import HelpFormatter
+from .cli_format import THREADS_HELP, HelpFormatter
 from .demo_configs import DEMOS, demo_config
 from .errors import OFAError
-
-THREADS_HELP = ("torch threads (default: OMP_NUM_THREADS when set, else the usable cores divided by the processes on "
-                "this machine)")
 
 EPILOG = """\
 the pipeline:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+THREADS_HELP = ("torch threads (default: OMP_NUM_THREADS when set, else the usable cores divided by the processes on "
+                "this machine)")
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:

@@ -39,6 +39,10 @@ class Metrics:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def interval_text(self) -> str:
+        """``top-1% [low, high]``, as errors and warnings quote a measurement."""
+        return f"{self.top1:.1f}% [{self.ci_low:.1f}, {self.ci_high:.1f}]"
+
     def at_chance(self, num_classes: int) -> bool:
         """Indistinguishable from guessing: the 95% interval contains 1/num_classes."""
         return self.ci_low <= 100.0 / num_classes <= self.ci_high

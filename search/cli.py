@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ofa.cli_format import THREADS_HELP
+
 from .effort import EFFORTS
 
 DESCRIPTION = """\
@@ -84,8 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="journal storage (no heartbeat): seconds after which a RUNNING measurement is reclaimed")
     p.add_argument("--dashboard", action="store_true",
                    help="print how to open the measurement study in optuna-dashboard, then exit")
-    p.add_argument("--threads", type=int, help="torch threads (default: OMP_NUM_THREADS when set, else the usable "
-                                               "cores divided by the processes on this machine)")
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=main)
 

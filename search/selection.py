@@ -50,7 +50,7 @@ def refuse_chance_level(measured: dict[str, Any], num_classes: int, force: bool)
     """The devices whose test top-1 is indistinguishable from guessing (the 95% interval contains 1/classes):
     an error unless ``force`` (then a list to warn about). ``measured``: device -> ofa.Metrics or None."""
     chance = 100.0 / num_classes
-    at_chance = [f"{name} ({m.top1:.1f}% [{m.ci_low:.1f}, {m.ci_high:.1f}])" for name, m in measured.items()
+    at_chance = [f"{name} ({m.interval_text()})" for name, m in measured.items()
                  if m is not None and m.at_chance(num_classes)]
     if at_chance and not force:
         raise OFAError(f"the subnets chosen for {', '.join(at_chance)} are at chance level on test "
