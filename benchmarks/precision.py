@@ -6,8 +6,8 @@ training images/s (median over epochs, from metrics.csv) and the final validatio
 smallest subnets. On a GPU this checks the CUDA paths: fp16 with its gradient scaler across the sandwich's
 several backward passes per step, bf16 autocast, channels_last; on a CPU, bf16 autocast.
 
-    python benchmarks/precision.py --config configs/tiny_cpu.yaml --epochs-scale 0.25
-    python benchmarks/precision.py --config configs/mbv3_tiny_cpu.yaml --variants no+cl bf16+cl --parallel 2
+    python benchmarks/precision.py --config tiny_cpu --epochs-scale 0.25
+    python benchmarks/precision.py --config mbv3_tiny_cpu --variants no+cl bf16+cl --parallel 2
 
 A variant is a precision (no, bf16, fp16), with "+cl" for channels_last. Writes benchmarks/results/precision.json
 and prints a table.
@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
+
+from ofa.configs import resolve as resolve_config_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VARIANTS = ["no", "no+cl", "bf16", "bf16+cl", "fp16", "fp16+cl"]
@@ -70,13 +72,13 @@ def train_variant(config: dict, variant: str, work: Path, threads: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "tiny_cpu.yaml"))
+    parser.add_argument("--config", default="tiny_cpu")
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every phase's epochs")
     parser.add_argument("--parallel", type=int, default=1, help="variants trained at once (CPU threads split)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "precision.json"))
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
+    config = yaml.safe_load(resolve_config_file(args.config).read_text())  # a file or a shipped name
     configs = {v: variant_config(config, v, args.epochs_scale) for v in args.variants}
     threads = max(1, (os.cpu_count() or 1) // args.parallel)
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:

@@ -105,7 +105,7 @@ def run_script(name: str, device: str, run: Path | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (core and train benchmarks)")
-    parser.add_argument("--run", help="a trained run of configs/tiny_cpu.yaml for the search and scratch benchmarks "
+    parser.add_argument("--run", help="a trained run of the shipped tiny_cpu config for the search and scratch benchmarks "
                                       "(default: runs/demo, made with `ofa demo` when missing)")
     parser.add_argument("--only", nargs="+", choices=ORDER, default=list(ORDER))
     parser.add_argument("--summary-only", action="store_true", help="only print the table from existing results")

@@ -82,7 +82,7 @@ def paired_gap(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "tiny_cpu.yaml"))
+    parser.add_argument("--config", default="tiny_cpu")
     parser.add_argument("--run", help="an existing run of that config (skip training the supernet)")
     parser.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (a smaller budget for both)")
     parser.add_argument("--batch", type=int, help="override the config's batch size")

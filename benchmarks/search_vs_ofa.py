@@ -15,7 +15,7 @@ Landscapes:
   score correlates with log(MACs) at r = 0.7 over random archs and scaled so that what the searches find looks
   like a top-1 of 70-82. Deterministic and vectorised: what is timed is the search machinery.
 * ``run``: the MLP predictor ``ofa search`` fits, on the measured accuracy table of a trained run (``--run``, every
-  resolution of its space): ``ofa train --config configs/tiny_cpu.yaml --out runs/tiny`` then
+  resolution of its space): ``ofa train --config tiny_cpu --out runs/tiny`` then
   ``ofa search runs/tiny --measure-only --table-size 200``.
 
 Three MACs budgets per landscape, 5 seeds; every (seed, budget) runs all methods back to back, the order rotating
@@ -357,7 +357,7 @@ def load_space(name: str, args):
         run = Path(args.run)
         if not (run / "search" / "accuracy_table.csv").is_file():
             raise SystemExit(f"space 'run' needs {run}/search/accuracy_table.csv: train and measure one with\n"
-                             f"  ofa train --config configs/tiny_cpu.yaml --out {run}\n"
+                             f"  ofa train --config tiny_cpu --out {run}\n"
                              f"  ofa search {run} --measure-only --table-size 200")
         net = ofa.load(run / "supernet.safetensors")
         return net, net.space, FittedLandscape(run, net)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ofa.cli_format import THREADS_HELP
+from ofa.cli.format import THREADS_HELP
 
 from .effort import EFFORTS
 

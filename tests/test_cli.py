@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import ofa.cli
-from ofa.cli_format import worth_saying
+from ofa.cli.format import worth_saying
 
 
 def run(*args, cwd=None):
@@ -39,7 +39,7 @@ def test_unknown_supernet_is_one_line_and_exit_code_2():
 
 def test_a_users_train_module_shadowing_ours_is_detected(tmp_path):
     (tmp_path / "train.py").write_text("print('user code')\n")
-    code = ("import sys; sys.path.insert(0, '.'); from ofa.cli import _own_module\n"
+    code = ("import sys; sys.path.insert(0, '.'); from ofa.cli.modules import own_module as _own_module\n"
             "try:\n    _own_module('train')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert "OFAError" in result.stdout and "shadows it" in result.stdout

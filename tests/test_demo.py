@@ -4,15 +4,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 import ofa
 from search.genes import is_contained
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def ofa_cli(*args, cwd=None):
@@ -21,13 +18,20 @@ def ofa_cli(*args, cwd=None):
                           cwd=cwd, timeout=900)
 
 
-@pytest.mark.parametrize("supernet", ["ofa_resnet_tiny", "ofa_mbv3_tiny"])
-def test_demo_config_is_the_shipped_config(supernet):
-    from ofa.demo_configs import DEMOS, demo_config
-    from train.config import resolve_config
+def test_shipped_configs_are_read_by_name_and_a_missing_one_lists_them(tmp_path, monkeypatch):
+    from ofa import configs
+    from ofa.cli.demo import DEMOS, demo_config
+    from train.config import read_config
 
-    shipped = yaml.safe_load((ROOT / "configs" / DEMOS[supernet]["shipped"]).read_text())
-    assert resolve_config(demo_config(quick=False, supernet=supernet)) == resolve_config(shipped)
+    assert {"tiny_cpu", "mbv3_tiny_cpu", "resnet50_imagenet"} <= set(configs.names())
+    for supernet, entry in DEMOS.items():  # the demo trains exactly what a user gets with --config NAME
+        assert demo_config(quick=False, supernet=supernet) == read_config(entry["config"])
+    assert read_config("tiny_cpu.yaml") == yaml.safe_load(configs.path("tiny_cpu").read_text())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny_cpu.yaml").write_text("seed: 7\n")  # a file of the user's wins over the shipped name
+    assert read_config("tiny_cpu.yaml") == {"seed": 7}
+    with pytest.raises(ofa.OFAError, match="'nope.yaml' does not exist.*tiny_cpu"):
+        read_config("nope.yaml")
 
 
 def test_quick_demo_runs_every_stage_and_resumes(tmp_path):

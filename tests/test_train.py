@@ -22,7 +22,7 @@ from train.data import load_run_data
 from train.sandwich import sample_subnets, sandwich_backward, soft_kl
 from train.trainer import NonFiniteLossError, train
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.yaml"
+CONFIG = Path(__file__).resolve().parent.parent / "ofa" / "configs" / "tiny_cpu.yaml"
 
 
 def small_config(**changes) -> dict:

@@ -15,7 +15,7 @@ from ofa.latency import distinct_units
 from ofa.registry import get_family
 from ofa.tokens import Tokens
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "ofa" / "configs"
 
 
 def _randomize_norms(net: torch.nn.Module, seed: int = 0) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ofa.configs import resolve
 from ofa.errors import OFAError
 from ofa.io import atomic_write, read_yaml
 from ofa.sorting import CRITERIA
@@ -74,9 +75,7 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise OFAError(f"config file {str(path)!r} does not exist")
+    path = resolve(path)  # a file, or the name of a config shipped with the package (tiny_cpu)
     config = read_yaml(path)
     if not isinstance(config, dict):
         raise OFAError(f"config {str(path)!r} must be a YAML mapping (supernet:, data:, phases: ...)")
