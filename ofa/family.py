@@ -9,7 +9,7 @@ factory (:mod:`ofa.factory`) and provides:
   depths (``run(x, depths)``): the extracted network, and the body of a runtime-slimmable network;
 - ``latency_units(spec)`` and ``build_unit(unit)``: the timed pieces of a dense network (each keyed by every shape
   that changes its time) and how to build one as plain layers, for latency tables;
-- ``timm_handles(model)`` / ``from_timm(model, ...)`` (optional): turning a timm model into a supernet.
+- ``timm`` (optional): its timm importer module, behind ``timm_handles(model)`` / ``from_timm(model, ...)``.
 
 Dense networks also name their (convolution, BatchNorm) pairs (``conv_bn_pairs()``) for folding. Generic code
 finds a family by the ``family`` name a supernet, a dense network or a saved description carries
@@ -19,18 +19,35 @@ finds a family by the ``family`` name a supernet, a dense network or a saved des
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 from torch import nn
 
 
 class Family:
-    """One network family. Subclass it, set ``name``, ``supernet`` and ``dense``, and register an instance."""
+    """One network family. Subclass it with its parts as class keywords and register an instance::
+
+        class ResNetFamily(Family, name="resnet", supernet=OFAResNet, dense=StaticResNet, timm=resnet_timm): ...
+
+    ``timm`` (optional) is the family's timm importer module: ``SUPPORTED`` (what it accepts, for error messages),
+    ``handles(model)`` and ``from_timm(model, ...)``.
+    """
 
     name: str = ""
     supernet: type | None = None
     dense: type | None = None
-    timm_supported: str = ""  # what the timm importer accepts, for error messages ("" = no importer)
+    timm: ModuleType | None = None
+
+    def __init_subclass__(cls, name: str = "", supernet: type | None = None, dense: type | None = None,
+                          timm: ModuleType | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name, cls.supernet, cls.dense, cls.timm = name, supernet, dense, timm
+
+    @property
+    def timm_supported(self) -> str:
+        """What the timm importer accepts, for error messages ("" = no importer)."""
+        return self.timm.SUPPORTED if self.timm is not None else ""
 
     def latency_units(self, spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """The timed units of a dense spec, in order, as ``(key, unit)``; ``unit`` says how to build it."""
@@ -42,10 +59,12 @@ class Family:
 
     def timm_handles(self, model: Any) -> bool:
         """Whether the timm model name or instance ``model`` belongs to this family."""
-        return False
+        return self.timm is not None and self.timm.handles(model)
 
     def from_timm(self, model: Any, **kwargs: Any) -> nn.Module:
-        raise NotImplementedError(f"the {self.name} family has no timm importer")
+        if self.timm is None:
+            raise NotImplementedError(f"the {self.name} family has no timm importer")
+        return self.timm.from_timm(model, **kwargs)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

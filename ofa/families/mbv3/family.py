@@ -61,12 +61,7 @@ class Head(nn.Module):
         return run_head(x, self.final, self.conv_head, self.bn2, self.act2, self.classifier)
 
 
-class MBConvFamily(Family):
-    name = "mbv3"
-    supernet = OFAMobileNet
-    dense = StaticMBConvNet
-    timm_supported = mbconv_timm.SUPPORTED
-
+class MBConvFamily(Family, name="mbv3", supernet=OFAMobileNet, dense=StaticMBConvNet, timm=mbconv_timm):
     def latency_units(self, spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """Stem, first block, every MBConv block, head. A key names every shape that changes the unit's time:
         channels, kernel, stride, squeeze-excite width, activation, residual and input size."""
@@ -101,9 +96,3 @@ class MBConvFamily(Family):
         module = Head(unit["style"], unit["in_c"], unit["head"], unit["features"], unit["act"],
                       unit["num_classes"])
         return module, (unit["in_c"], size, size)
-
-    def timm_handles(self, model: Any) -> bool:
-        return mbconv_timm.handles(model)
-
-    def from_timm(self, model: Any, **kwargs: Any) -> nn.Module:
-        return mbconv_timm.from_timm_mbconv(model, **kwargs)

@@ -9,12 +9,12 @@ and the smaller odd sizes down to 3; stage widths take ``width_mults`` and the s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from torch import nn
 
 from ...errors import OFAError
-from ...timm_create import timm_model
+from ...timm_create import check_depth_choices, reject, timm_model
 
 SUPPORTED = ("timm MobileNetV3 and EfficientNet with a single stride-1 depthwise-separable first block, "
              "symmetric padding and BN eps 1e-5: mobilenetv3_large_075/100, efficientnet_b0, efficientnet_lite0")
@@ -34,8 +34,8 @@ def handles(model: str | nn.Module) -> bool:
     return isinstance(model, (EfficientNet, MobileNetV3))
 
 
-def _reject(why: str) -> None:
-    raise OFAError(f"unsupported timm model ({why}); supported: {SUPPORTED}")
+def _reject(why: str) -> NoReturn:
+    reject(why, SUPPORTED)
 
 
 def _act(module: nn.Module, where: str) -> str:
@@ -173,7 +173,7 @@ def _describe(model: nn.Module) -> dict[str, Any]:
     return config | {"_kernels": rows["kernel"], "_mids": rows["mids"], "_rds": rows["rds"]}
 
 
-def from_timm_mbconv(model: str | nn.Module, checkpoint_path: str | None = None, num_classes: int | None = None,
+def from_timm(model: str | nn.Module, checkpoint_path: str | None = None, num_classes: int | None = None,
                      in_chans: int | None = None, resolutions: Sequence[int] | None = None,
                      width_mults: Sequence[float] = (0.65, 0.8, 1.0), stem_mults: Sequence[float] = (0.8, 0.9, 1.0),
                      expand_fractions: Sequence[float] = (0.35, 0.5, 0.75, 1.0), depth_choices: int = 2,
@@ -184,15 +184,11 @@ def from_timm_mbconv(model: str | nn.Module, checkpoint_path: str | None = None,
     from .supernet import OFAMobileNet
 
     name, model = timm_model(model, checkpoint_path, in_chans, head_key="classifier.weight",
-                             stem_key="conv_stem.weight", supported=SUPPORTED)
-    if not handles(model):
-        _reject(f"{type(model).__name__} is not a timm MobileNetV3 or EfficientNet")
-    if not isinstance(depth_choices, int) or depth_choices < 1:
-        raise OFAError(f"depth_choices must be a positive integer, got {depth_choices!r}")
+                             stem_key="conv_stem.weight", supported=SUPPORTED, is_family=handles,
+                             family_text="a timm MobileNetV3 or EfficientNet", num_classes=num_classes)
+    check_depth_choices(depth_choices)
     derived = _describe(model)
     kernels, mids, rds = derived.pop("_kernels"), derived.pop("_mids"), derived.pop("_rds")
-    if num_classes is not None and num_classes != model.num_classes:
-        model.reset_classifier(num_classes)
     data = timm.data.resolve_data_config({}, model=model)
     size = data["input_size"][-1]
     if resolutions is None:

@@ -31,12 +31,7 @@ class PoolHead(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-class ResNetFamily(Family):
-    name = "resnet"
-    supernet = OFAResNet
-    dense = StaticResNet
-    timm_supported = resnet_timm.SUPPORTED
-
+class ResNetFamily(Family, name="resnet", supernet=OFAResNet, dense=StaticResNet, timm=resnet_timm):
     def latency_units(self, spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """Stem, every block, head. A key names every shape that changes the unit's time (channels, stride,
         projection, input size), so two subnets sharing a block shape share its measurement."""
@@ -65,9 +60,3 @@ class ResNetFamily(Family):
             block = BLOCKS[unit["block"]](unit["in_c"], unit["mid"], unit["out"], unit["stride"], unit["downsample"])
             return block, (unit["in_c"], size, size)
         return PoolHead(unit["in_c"], unit["num_classes"]), (unit["in_c"], size, size)
-
-    def timm_handles(self, model: Any) -> bool:
-        return resnet_timm.handles(model)
-
-    def from_timm(self, model: Any, **kwargs: Any) -> nn.Module:
-        return resnet_timm.from_timm(model, **kwargs)

@@ -8,11 +8,12 @@ the instance given: nothing is ever downloaded.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from torch import nn
 
 from ...errors import OFAError
+from ...timm_create import reject as timm_reject
 from ...timm_create import timm_model
 
 SUPPORTED = ("plain timm ResNets (BasicBlock or Bottleneck, 7x7 stem with max pool, 1x1 projection shortcuts): "
@@ -23,13 +24,11 @@ DEFAULT_EXPAND_FRACTIONS = (0.35, 0.5, 0.75, 1.0)
 
 
 def _check_resnet(model: nn.Module) -> None:
-    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+    from timm.models.resnet import BasicBlock, Bottleneck
 
-    def reject(why: str) -> None:
-        raise OFAError(f"unsupported timm model ({why}); supported: {SUPPORTED}")
+    def reject(why: str) -> NoReturn:
+        timm_reject(why, SUPPORTED)
 
-    if not isinstance(model, ResNet):
-        reject(f"{type(model).__name__} is not a timm ResNet")
     if not isinstance(model.conv1, nn.Conv2d) or model.conv1.kernel_size != (7, 7):
         reject("deep stem, as in resnet*d / resnet*c")
     if not isinstance(model.maxpool, nn.MaxPool2d):
@@ -85,12 +84,9 @@ def from_timm(model: str | nn.Module, checkpoint_path: str | None = None, num_cl
     from .supernet import OFAResNet
 
     name, model = timm_model(model, checkpoint_path, in_chans, head_key="fc.weight", stem_key="conv1.weight",
-                             supported=SUPPORTED, zero_init_last=False)
-    if not isinstance(model, nn.Module):
-        raise OFAError(f"expected a timm model name or instance, got {type(model).__name__}")
+                             supported=SUPPORTED, is_family=handles, family_text="a timm ResNet",
+                             num_classes=num_classes, zero_init_last=False)
     _check_resnet(model)
-    if num_classes is not None and num_classes != model.num_classes:
-        model.reset_classifier(num_classes)
     layers = [model.layer1, model.layer2, model.layer3, model.layer4]
     bottleneck = hasattr(layers[0][0], "conv3")
     out_conv = "conv3" if bottleneck else "conv2"

@@ -40,12 +40,7 @@ class Head(nn.Module):
         return self.head(self.norm(x)[:, 0])
 
 
-class ViTFamily(Family):
-    name = "vit"
-    supernet = OFAViT
-    dense = StaticViT
-    timm_supported = vit_timm.SUPPORTED
-
+class ViTFamily(Family, name="vit", supernet=OFAViT, dense=StaticViT, timm=vit_timm):
     def latency_units(self, spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """Embedding, every block, head. A key names every shape that changes the unit's time: embedding width,
         heads, MLP width and token count."""
@@ -70,9 +65,3 @@ class ViTFamily(Family):
         if kind == "block":
             return Block(k, unit["heads"], unit["head_dim"], unit["hidden"], unit["qkv_bias"], unit["eps"]), shape
         return Head(k, unit["num_classes"], unit["eps"]), shape
-
-    def timm_handles(self, model: Any) -> bool:
-        return vit_timm.handles(model)
-
-    def from_timm(self, model: Any, **kwargs: Any) -> nn.Module:
-        return vit_timm.from_timm_vit(model, **kwargs)

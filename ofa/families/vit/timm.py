@@ -10,13 +10,13 @@ embedding dimension's ``embed_mults``, head counts from half the model's to all 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
 
 from ...errors import OFAError
-from ...timm_create import timm_model
+from ...timm_create import check_depth_choices, reject, timm_model
 
 SUPPORTED = ("timm ViT/DeiT with a class token, learned absolute position embedding, pre-norm blocks, token "
              "pooling and no LayerScale, registers, qk-norm or fc_norm: vit_tiny_patch16_224, "
@@ -34,8 +34,8 @@ def handles(model: str | nn.Module) -> bool:
     return isinstance(model, VisionTransformer)
 
 
-def _reject(why: str) -> None:
-    raise OFAError(f"unsupported timm model ({why}); supported: {SUPPORTED}")
+def _reject(why: str) -> NoReturn:
+    reject(why, SUPPORTED)
 
 
 def _identity(module: Any, where: str) -> None:
@@ -103,7 +103,7 @@ def head_major_qkv(tensor: torch.Tensor, heads: int) -> torch.Tensor:
     return tensor.reshape(3, heads, head_dim, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
 
 
-def from_timm_vit(model: str | nn.Module, checkpoint_path: str | None = None, num_classes: int | None = None,
+def from_timm(model: str | nn.Module, checkpoint_path: str | None = None, num_classes: int | None = None,
                   in_chans: int | None = None, resolutions: Sequence[int] | None = None,
                   embed_mults: Sequence[float] = (0.75, 1.0), mlp_ratios: Sequence[float] | None = None,
                   head_choices: Sequence[int] | None = None, depth_choices: int = 3, divisor: int = 8):
@@ -113,15 +113,10 @@ def from_timm_vit(model: str | nn.Module, checkpoint_path: str | None = None, nu
     from .supernet import OFAViT
 
     name, model = timm_model(model, checkpoint_path, in_chans, head_key="head.weight",
-                             stem_key="patch_embed.proj.weight", supported=SUPPORTED)
-    if not handles(model):
-        _reject(f"{type(model).__name__} is not a timm VisionTransformer")
-    if not isinstance(depth_choices, int) or depth_choices < 1:
-        raise OFAError(f"depth_choices must be a positive integer, got {depth_choices!r}")
+                             stem_key="patch_embed.proj.weight", supported=SUPPORTED, is_family=handles,
+                             family_text="a timm VisionTransformer", num_classes=num_classes)
+    check_depth_choices(depth_choices)
     config = _describe(model)
-    if num_classes is not None and num_classes != model.num_classes:
-        model.reset_classifier(num_classes)
-        config["num_classes"] = num_classes
     data = timm.data.resolve_data_config({}, model=model)
     size = data["input_size"][-1]
     p, depth, heads = config["patch_size"], config["depth"], config["num_heads"]
