@@ -47,7 +47,7 @@ def main() -> None:
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "search.json"))
     args = p.parse_args()
 
-    from train.data import load_run_data
+    from ofa.data import load_run_data
 
     run = Path(args.run)
     net, data = ofa.load(run / "supernet.safetensors"), load_run_data(run)

@@ -1,7 +1,7 @@
 """deploy: dense subnet artifacts, verified export, latency tables and runtime-slimmable networks.
 
-``deploy.load(path)`` needs only ``ofa`` and torch. Nothing here imports ``train`` until a deploy run needs its
-dataset (``train.data``), so loading an artifact never pulls in training or search code.
+``deploy.load(path)`` needs only ``ofa`` and torch; a deploy run reads its dataset through ``ofa.data`` (on first
+use). Nothing here imports ``train`` or ``search``.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 def _load_data(run: Path, data):
     if data is not None:
         return data
-    from train.data import load_run_data
+    from ofa.data import load_run_data
 
     return load_run_data(run)
 

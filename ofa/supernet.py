@@ -17,18 +17,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data.stats import default_stats
 from .errors import OFAError
 from .layers import DynamicBatchNorm2d
 from .registry import static_class
 from .space import Arch, SearchSpace
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
 
 def default_data_config(in_chans: int, resolution: int) -> dict[str, Any]:
     """Preprocessing recorded with a network until training replaces it with the dataset's own."""
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else ((0.5,) * in_chans, (0.5,) * in_chans)
-    return {"input_size": [in_chans, resolution, resolution], "mean": list(mean), "std": list(std),
+    mean, std = default_stats(in_chans)
+    return {"input_size": [in_chans, resolution, resolution], "mean": mean, "std": std,
             "interpolation": "bilinear", "crop_pct": 1.0}
 
 

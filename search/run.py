@@ -128,7 +128,7 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     costs = CostModel(net, load_latency_tables(cfg.budgets, run, cfg.luts))
     costs.check_feasible(cfg.budgets)  # before any expensive work
     if data is None:
-        from train.data import load_run_data
+        from ofa.data import load_run_data
 
         data = load_run_data(run)
 

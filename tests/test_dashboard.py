@@ -24,7 +24,7 @@ class _Quiet(WSGIRequestHandler):
 
 
 def test_dashboard_serves_the_measured_table_with_arch_macs_latency_and_top1(run, tmp_path):  # noqa: F811
-    from train.data import load_run_data
+    from ofa.data import load_run_data
 
     net = ofa.load(run / "supernet.safetensors")
     units = sorted(distinct_units(net))

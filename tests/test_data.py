@@ -1,4 +1,4 @@
-"""train.data: seeded splits, the one eval preprocessing, deterministic augmentation, imagefolder, errors."""
+"""ofa.data: seeded splits, the one eval preprocessing, deterministic augmentation, imagefolder, errors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+import ofa
 from ofa import OFAError
-from train.data import load_data, load_run_data
-from train.sources import check_images
+from ofa.data import check_images, load_data, load_run_data
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_clear_errors_for_missing_paths_and_unknown_datasets(tmp_path):
 
 
 def test_unreadable_image_is_skipped_with_a_warning_and_the_pre_pass_names_it(tmp_path, capsys):
-    import train.sources as data_module
+    import ofa.data.sources as data_module
 
     _write_images(tmp_path / "imgs", classes=3, per_class=12)
     data = load_data(f"imagefolder:{tmp_path / 'imgs'}", seed=0)
@@ -130,3 +130,37 @@ def test_unreadable_image_is_skipped_with_a_warning_and_the_pre_pass_names_it(tm
     assert list(data_module.UNREADABLE) == [bad] and bad in capsys.readouterr().err
     with pytest.raises(OFAError, match=r"1 unreadable image\(s\): .*" + re.escape(Path(bad).name)):
         check_images(data)
+
+
+def test_a_new_data_source_is_one_registered_function(tmp_path, monkeypatch):
+    import ofa.data.loaders as loaders
+    from ofa.data import Data, DataRequest, register_dataset
+    from ofa.data.dataset import splits_from
+    from ofa.data.sources import ArraySource
+
+    monkeypatch.setattr(loaders, "_LOADERS", dict(loaders._LOADERS))
+    monkeypatch.setattr(loaders, "_PATH_PREFIXES", list(loaders._PATH_PREFIXES))
+    seen = []
+
+    @register_dataset("stripes", path=True)
+    def load_stripes(request: DataRequest) -> Data:
+        seen.append(request)
+        images = np.repeat(np.arange(40, dtype=np.uint8)[:, None, None] * 6, 8, axis=1).repeat(8, axis=2)
+        source = ArraySource(images, np.arange(40) % 2)
+        return Data("stripes", 2, 1, {"input_size": [1, 8, 8], "mean": [0.5], "std": [0.5],
+                                      "interpolation": "bilinear", "crop_pct": 1.0}, splits_from(source, None, 0))
+
+    data = load_data(f"Stripes:{tmp_path}", seed=3)
+    assert seen[0].kind == "stripes" and seen[0].path == str(tmp_path) and seen[0].seed == 3
+    assert data.spec == {"spec": f"Stripes:{tmp_path}", "root": None, "seed": 3} and sum(data.split_sizes.values()) == 40
+    with pytest.raises(OFAError, match="did you mean stripes:/x"):
+        load_data("stripes/x")
+
+
+def test_imagenet_statistics_are_timms():
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from ofa.data import IMAGENET_MEAN, IMAGENET_STD
+
+    assert (IMAGENET_MEAN, IMAGENET_STD) == (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    assert ofa.create_supernet("ofa_resnet_tiny", num_classes=10, in_chans=3).data_config["mean"] == list(IMAGENET_MEAN)

@@ -125,7 +125,7 @@ def test_int8_device_gets_a_quantized_model_measured_against_the_float_one(deplo
     assert lat["runtime"].startswith("onnxruntime") and lat["threads"] == 1 and lat["batch"] == 1
     assert lat["ratio"] == pytest.approx(lat["int8"]["median_ms"] / lat["float32"]["median_ms"])
     # The int8 file runs on its own in onnxruntime with a dynamic batch, close to the float model on real images
-    from train.data import load_run_data
+    from ofa.data import load_run_data
 
     x = next(iter(load_run_data(deployed).eval_loader("test", 16, batch_size=6)))[0].numpy()
     runs = [ort.InferenceSession(str(folder / f), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]

@@ -84,7 +84,7 @@ def test_two_workers_share_one_table_without_duplicates(run, backend, request):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_killed_worker_loses_nothing_and_its_arch_is_reclaimed(run, backend, request):
-    from train.data import load_run_data
+    from ofa.data import load_run_data
 
     storage = _storage(request, backend, "killed")
     store = open_storage(storage, None, None)
@@ -130,7 +130,7 @@ def test_worker_killed_before_its_first_heartbeat_does_not_block_the_others(run,
 
     import optuna
 
-    from train.data import load_run_data
+    from ofa.data import load_run_data
 
     net = ofa.load(run / "supernet.safetensors")
     storage = _storage(request, backend, "early")

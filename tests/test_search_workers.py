@@ -22,7 +22,7 @@ TABLE, VAL = 6, 750  # the whole validation split: a measurement long enough (~1
 @pytest.fixture(scope="module")
 def reference(run, tmp_path_factory):  # noqa: F811
     """key -> top-1 of the table one in-process worker measures (what `--workers 1` does)."""
-    from train.data import load_run_data
+    from ofa.data import load_run_data
 
     storage = f"sqlite:///{tmp_path_factory.mktemp('reference') / 'one.db'}"
     measure_table(ofa.load(run / "supernet.safetensors"), load_run_data(run), storage, TABLE, seed=0,

@@ -17,8 +17,8 @@ import yaml
 import ofa
 from ofa import OFAError
 from ofa.cli import main as cli_main
+from ofa.data import load_run_data
 from train.config import phase_space, read_config, resolve_config
-from train.data import load_run_data
 from train.sandwich import sample_subnets, sandwich_backward, soft_kl
 from train.trainer import NonFiniteLossError, train
 

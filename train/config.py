@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ofa.configs import resolve
+from ofa.data import check_dataset_spec
 from ofa.errors import OFAError
 from ofa.io import atomic_write, read_yaml
 from ofa.sorting import CRITERIA
@@ -35,7 +36,6 @@ from .checks import (
     keyword_names,
     number,
 )
-from .data import check_dataset_spec
 
 DIMENSIONS = ("resolutions", "stem", "depths", "widths", "expands", "kernels", "heads")
 WIDTH_DIMENSIONS = ("stem", "widths", "expands", "heads")  # the ones channel (and head) sorting serves

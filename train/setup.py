@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 import ofa
+from ofa.data import Data
 from ofa.errors import OFAError
 from ofa.space import Arch, SearchSpace
-
-from .data import Data
 
 
 def middle_arch(space: SearchSpace) -> Arch:

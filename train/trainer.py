@@ -24,6 +24,8 @@ from torch import nn
 from tqdm import tqdm
 
 import ofa
+from ofa.data import load_data
+from ofa.data.sources import UNREADABLE, check_images
 from ofa.errors import OFAError
 from ofa.io import atomic_write
 from ofa.sorting import check_criterion
@@ -31,12 +33,10 @@ from ofa.timing import default_threads, num_threads
 
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import phase_space, read_config, resolve_config, widens, write_config
-from .data import load_data
 from .guards import Interrupted, StopRequest, ThroughputWatch
 from .metrics import MetricsLog
 from .sandwich import sample_subnets, sandwich_backward
 from .setup import build_supernet, make_accelerator, middle_arch, state_hash
-from .sources import UNREADABLE, check_images
 
 
 class NonFiniteLossError(OFAError):

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from ofa.errors import OFAError
 
 if TYPE_CHECKING:
-    from .data import Data
+    from .dataset import Data
 
 
 # -- sources: a list of (image, label) that knows nothing about splits or transforms ---------------------------
