@@ -94,10 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ofa import OFAError
-
     from .budgets import load_devices, parse_budget, parse_luts
-    from .predictor import PREDICTORS
     from .run import SearchConfig, search
     from .table import default_storage, engine_url
 
@@ -105,12 +102,6 @@ def main(args: argparse.Namespace) -> int:
     if args.dashboard:
         print(f"pip install optuna-dashboard && optuna-dashboard {engine_url(storage)}")
         return 0
-    if args.predictor not in PREDICTORS:
-        raise OFAError(f"unknown predictor {args.predictor!r}; allowed: {list(PREDICTORS)}")
-    for name in ("table_size", "generations", "population", "calib_batches", "batch_size", "rerank", "workers",
-                 "grace_period", "heartbeat_interval"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise OFAError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     budgets = [parse_budget(b) for b in args.budget]
     if args.devices:
         budgets += load_devices(args.devices)
@@ -125,7 +116,8 @@ def main(args: argparse.Namespace) -> int:
                        measure_only=args.measure_only, replace=args.replace, force=args.force,
                        measure_test=not args.no_test,
                        grace_period=args.grace_period,
-                       heartbeat_interval=args.heartbeat_interval or max(1, args.grace_period // 4),
+                       heartbeat_interval=(max(1, args.grace_period // 4) if args.heartbeat_interval is None
+                                           else args.heartbeat_interval),
                        stale_after=args.stale_after, progress=not args.quiet, workers=args.workers,
                        measure_device=args.measure_device)
     search(cfg)

@@ -6,9 +6,9 @@ integer array (:mod:`search.nsga`) and scored in one batch. Passing an Optuna sa
 candidate as a trial of an in-memory study (ask a whole population, score the new archs in one batch, tell):
 any Optuna sampler works there, at about 3 ms of bookkeeping per trial.
 
-Two modes: ``constrained`` maximises the predicted score under one device's limits (``Trial.set_constraint``:
-constrained domination, so the best feasible trial is never over budget) and ``pareto`` maximises the score while
-minimising one cost, giving the front for all budgets in one run.
+Two modes (:mod:`search.objectives`): ``constrained`` maximises the predicted score under one device's limits
+(``Trial.set_constraint``: constrained domination, so the best feasible trial is never over budget) and ``pareto``
+maximises the score while minimising one cost, giving the front for all budgets in one run.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from ofa import Arch, ArchError
 
 from .genes import GeneSpace
 from .nsga import NSGA2
-
-MODES = ("constrained", "pareto")
+from .objectives import Objective, make_objective
 
 
 @dataclass
@@ -55,7 +54,7 @@ class EvolutionResult:
 
 
 def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, generations: int = 40,
-           population: int = 50, mode: str = "constrained",
+           population: int = 50, objective: Objective | None = None, mode: str = "constrained",
            violations: Callable[[Arch], Sequence[float]] | None = None,
            cost: Callable[[Arch], float] | None = None, seeds: Sequence[Arch] = (), seed: int = 0,
            mutation_prob: float | None = None, crossover_prob: float = 0.9, swapping_prob: float = 0.5,
@@ -64,16 +63,14 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
     """Run NSGA-II for ``generations`` x ``population`` trials.
 
     ``score(archs)`` returns one value per arch (higher is better) and is called once per generation on the
-    archs not seen before. ``violations(arch)`` gives constraint values (<= 0 is feasible) in constrained mode;
-    ``cost(arch)`` is the second objective in pareto mode. By default a generation is bred as one array
+    archs not seen before. ``objective`` says what is optimised (:mod:`search.objectives`); without it, ``mode``
+    names one: ``violations(arch)`` gives constraint values (<= 0 is feasible) in constrained mode; ``cost(arch)``
+    is the second objective in pareto mode. By default a generation is bred as one array
     (:mod:`search.nsga`); with an Optuna ``sampler`` every candidate is an Optuna trial instead (any sampler,
     about 3 ms of bookkeeping per trial). ``stage_crossover`` is the share of crossovers that swap whole stages
     (a stage's depth, width and block genes together) rather than single genes.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "pareto" and cost is None:
-        raise ValueError("pareto mode needs a cost function")
+    objective = objective or make_objective(mode, violations, cost)
     result = EvolutionResult(evaluated={})
     start = time.perf_counter()
 
@@ -82,13 +79,8 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
         new = list(dict.fromkeys(a for a in archs if a not in result.evaluated))
         if new:
             for a, v in zip(new, np.asarray(score(new), dtype=np.float64)):
-                e = Evaluated(a, float(v))
-                if mode == "constrained" and violations is not None:
-                    e.costs = tuple(float(c) for c in violations(a))
-                    e.feasible = all(c <= 0 for c in e.costs)
-                elif mode == "pareto":
-                    e.costs = (float(cost(a)),)
-                result.evaluated[a] = e
+                costs, feasible = objective.judge(a)
+                result.evaluated[a] = Evaluated(a, float(v), costs, feasible)
         return [result.evaluated[a] for a in archs]
 
     def report(generation: int, best: float) -> None:
@@ -101,26 +93,15 @@ def evolve(genes: GeneSpace, score: Callable[[list[Arch]], np.ndarray], *, gener
         groups = [0 if g.stage is None else g.stage + 1 for g in genes.genes] if stage_crossover > 0 else None
         engine = NSGA2([len(g.choices) for g in genes.genes], population, seed, mutation_prob, crossover_prob,
                        swapping_prob, groups, float(stage_crossover))
-        _evolve_arrays(genes, engine, evaluate, report, generations, mode, seeds)
+        _evolve_arrays(genes, engine, evaluate, report, generations, objective, seeds)
     else:
-        _evolve_optuna(genes, sampler, evaluate, report, generations, population, mode, seeds)
+        _evolve_optuna(genes, sampler, evaluate, report, generations, population, objective, seeds)
     result.trials = generations * population
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _objectives(records: list[Evaluated], mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Objectives to minimise and total constraint violation (0 when feasible) of each record."""
-    if mode == "constrained":
-        objectives = np.array([[-e.score] for e in records])
-        violation = np.array([0.0 if e.feasible else sum(max(0.0, c) for c in e.costs) for e in records])
-    else:
-        objectives = np.array([[-e.score, e.costs[0]] for e in records])
-        violation = np.zeros(len(records))
-    return objectives, violation
-
-
-def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, generations: int, mode: str,
+def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, generations: int, objective: Objective,
                    seeds: Sequence[Arch]) -> None:
     """NSGA-II on index matrices: one array operation per step of a generation, one score call per generation."""
     population = engine.population
@@ -146,7 +127,7 @@ def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, generation
     best = -np.inf
     for generation in range(generations):
         if generation > 0:
-            ranks, crowd = engine.rank(*_objectives(records, mode))
+            ranks, crowd = engine.rank(*objective.minimised(records))
             children = engine.offspring(pop, ranks, crowd)
             for _ in range(5):  # a child that repeats a scored arch (or a sibling) learns nothing: move it
                 repeats, siblings = [], set()
@@ -161,7 +142,7 @@ def _evolve_arrays(genes: GeneSpace, engine: NSGA2, evaluate, report, generation
             child_records = evaluate(archs_of(children))
             merged = np.concatenate([pop, children])
             merged_records = records + child_records
-            keep = engine.survivors(*_objectives(merged_records, mode),
+            keep = engine.survivors(*objective.minimised(merged_records),
                                     [row.tobytes() for row in genes.canonical(merged)])
             pop, records = merged[keep], [merged_records[i] for i in keep]
             new_records = child_records
@@ -183,11 +164,10 @@ def _decode(genes: GeneSpace, matrix: np.ndarray, decoded: dict[bytes, Arch]) ->
 
 
 def _evolve_optuna(genes: GeneSpace, sampler: optuna.samplers.BaseSampler, evaluate, report, generations: int,
-                   population: int, mode: str, seeds: Sequence[Arch]) -> None:
+                   population: int, objective: Objective, seeds: Sequence[Arch]) -> None:
     """Every candidate an Optuna trial of ``sampler`` (ask a generation, score it in one batch, tell)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    directions = ["maximize"] if mode == "constrained" else ["maximize", "minimize"]
-    study = optuna.create_study(directions=directions, sampler=sampler)
+    study = optuna.create_study(directions=list(objective.directions), sampler=sampler)
     for a in seeds:
         try:
             study.enqueue_trial(genes.genes_from_arch(a))
@@ -202,12 +182,7 @@ def _evolve_optuna(genes: GeneSpace, sampler: optuna.samplers.BaseSampler, evalu
             archs = [genes.arch_from_genes({name: t.suggest_categorical(name, choices)
                                             for name, choices in distributions}) for t in trials]
             for t, e in zip(trials, evaluate(archs)):
-                if mode == "constrained":
-                    for i, c in enumerate(e.costs):
-                        t.set_constraint(f"limit{i}", c)
-                    study.tell(t, e.score)
-                else:
-                    study.tell(t, [e.score, e.costs[0]])
+                objective.tell(study, t, e)
                 if e.feasible:
                     best = max(best, e.score)
             report(generation, best)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import safetensors.torch
@@ -24,7 +26,6 @@ from ofa.io import atomic_write
 
 from .genes import GeneSpace
 
-PREDICTORS = ("mlp", "ensemble", "ridge")
 METRICS = ("top1", "loss")
 
 
@@ -114,10 +115,25 @@ def _train_mlp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, ep
 
 
 @dataclass
-class Predictor:
-    """A fitted predictor of ``metric`` for archs of ``genes.space``. Call :meth:`predict` on a list of archs."""
+class FitSettings:
+    """How a predictor is fitted; each family uses what applies to it (the MLPs the first four, ridge the last)."""
 
-    family: str
+    seed: int = 0
+    epochs: int = 300
+    lr: float = 1e-3
+    patience: int = 30
+    ridge_alpha: float = 1.0
+
+
+@dataclass
+class Predictor(ABC):
+    """A fitted predictor of ``metric`` for archs of ``genes.space``. Call :meth:`predict` on a list of archs.
+
+    One subclass per family (``PREDICTORS``); they share the target normalisation and the file format, and each
+    says how it fits normalised targets, predicts them and stores its tensors.
+    """
+
+    family: ClassVar[str]
     metric: str
     genes: GeneSpace
     hidden: int = 400
@@ -125,18 +141,29 @@ class Predictor:
     members: int = 1
     mean: float = 0.0
     std: float = 1.0
-    models: list[nn.Module] = field(default_factory=list)  # mlp / ensemble members
-    ridge: torch.Tensor | None = None  # (width + 1,) weights then bias, for the ridge family
     held_out: dict = field(default_factory=dict)
+
+    # -- what a family defines ---------------------------------------------------------------------------------
+    @abstractmethod
+    def fit_normalised(self, x: torch.Tensor, y: torch.Tensor, settings: FitSettings) -> None:
+        """Fit encoded archs ``x`` to targets ``y`` already normalised by ``mean`` and ``std``."""
+
+    @abstractmethod
+    def predict_normalised(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised predictions for encoded archs ``x``."""
+
+    @abstractmethod
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The weights, as saved in the .safetensors file."""
+
+    @abstractmethod
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Take the weights back from what :meth:`tensors` saved."""
 
     # -- prediction --------------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict_encoded(self, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.asarray(x, dtype=np.float32))
-        if self.family == "ridge":
-            out = t @ self.ridge[:-1] + self.ridge[-1]
-        else:
-            out = torch.stack([m(t).squeeze(1) for m in self.models]).mean(0)
+        out = self.predict_normalised(torch.from_numpy(np.asarray(x, dtype=np.float32)))
         return (out * self.std + self.mean).numpy().astype(np.float64)
 
     def predict(self, archs) -> np.ndarray:
@@ -150,11 +177,7 @@ class Predictor:
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (.safetensors) and its ``.json`` beside it, atomically."""
         path = Path(path).with_suffix(".safetensors")
-        if self.family == "ridge":
-            tensors = {"ridge": self.ridge.contiguous()}
-        else:
-            tensors = {f"m{i}.{k}": v.contiguous() for i, m in enumerate(self.models)
-                       for k, v in m.state_dict().items()}
+        tensors = {k: v.contiguous() for k, v in self.tensors().items()}
         meta = {"format": "ofa-search-predictor/1", "family": self.family, "metric": self.metric,
                 "hidden": self.hidden, "layers": self.layers, "members": self.members, "mean": self.mean,
                 "std": self.std, "space": self.genes.space.to_dict(), "held_out": self.held_out}
@@ -162,8 +185,9 @@ class Predictor:
         atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
         return path
 
-    @classmethod
-    def load(cls, path: str | Path) -> Predictor:
+    @staticmethod
+    def load(path: str | Path) -> Predictor:
+        """The predictor saved at ``path``, as an instance of its family's class."""
         path = Path(path).with_suffix(".safetensors")
         meta_path = path.with_suffix(".json")
         if not path.is_file() or not meta_path.is_file():
@@ -171,19 +195,76 @@ class Predictor:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != "ofa-search-predictor/1":
             raise OFAError(f"{meta_path} is not an ofa search predictor")
-        tensors = safetensors.torch.load_file(str(path))
-        p = cls(family=meta["family"], metric=meta["metric"],
-                genes=GeneSpace(SearchSpace.from_dict(meta["space"])), hidden=meta["hidden"],
-                layers=meta["layers"], members=meta["members"], mean=meta["mean"], std=meta["std"],
-                held_out=meta.get("held_out", {}))
-        if p.family == "ridge":
-            p.ridge = tensors["ridge"]
-        else:
-            for i in range(p.members):
-                m = _mlp(p.genes.width, p.hidden, p.layers)
-                m.load_state_dict({k[len(f"m{i}."):]: v for k, v in tensors.items() if k.startswith(f"m{i}.")})
-                p.models.append(m.eval())
+        if meta["family"] not in PREDICTORS:
+            raise OFAError(f"{meta_path}: unknown predictor {meta['family']!r}; allowed: {list(PREDICTORS)}")
+        p = PREDICTORS[meta["family"]](
+            metric=meta["metric"], genes=GeneSpace(SearchSpace.from_dict(meta["space"])), hidden=meta["hidden"],
+            layers=meta["layers"], members=meta["members"], mean=meta["mean"], std=meta["std"],
+            held_out=meta.get("held_out", {}))
+        p.load_tensors(safetensors.torch.load_file(str(path)))
         return p
+
+
+@dataclass
+class MLPPredictor(Predictor):
+    """The once-for-all predictor: ``members`` MLPs (``layers`` x ``hidden`` ReLU), their outputs averaged."""
+
+    family: ClassVar[str] = "mlp"
+    models: list[nn.Module] = field(default_factory=list)
+
+    def fit_normalised(self, x: torch.Tensor, y: torch.Tensor, settings: FitSettings) -> None:
+        for i in range(self.members):
+            torch.manual_seed(settings.seed + i)
+            model = _mlp(self.genes.width, self.hidden, self.layers)
+            _train_mlp(model, x, y, settings.seed + i, settings.epochs, settings.lr, settings.patience)
+            self.models.append(model)
+
+    def predict_normalised(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).squeeze(1) for m in self.models]).mean(0)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"m{i}.{k}": v for i, m in enumerate(self.models) for k, v in m.state_dict().items()}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for i in range(self.members):
+            m = _mlp(self.genes.width, self.hidden, self.layers)
+            m.load_state_dict({k[len(f"m{i}."):]: v for k, v in tensors.items() if k.startswith(f"m{i}.")})
+            self.models.append(m.eval())
+
+
+@dataclass
+class EnsemblePredictor(MLPPredictor):
+    """Five MLPs with seeds ``seed`` .. ``seed + 4``, averaged: less variance on small tables."""
+
+    family: ClassVar[str] = "ensemble"
+    members: int = 5
+
+
+@dataclass
+class RidgePredictor(Predictor):
+    """A linear model on the same encoding, in closed form: the baseline that says whether the MLP earns its keep."""
+
+    family: ClassVar[str] = "ridge"
+    weights: torch.Tensor | None = None  # (width + 1,): the weights, then the bias
+
+    def fit_normalised(self, x: torch.Tensor, y: torch.Tensor, settings: FitSettings) -> None:
+        a = torch.cat([x, torch.ones(len(x), 1)], 1).double()
+        reg = settings.ridge_alpha * torch.eye(a.shape[1], dtype=torch.float64)
+        reg[-1, -1] = 0.0  # the bias is not penalised
+        self.weights = torch.linalg.solve(a.T @ a + reg, a.T @ y.double()).float()
+
+    def predict_normalised(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weights[:-1] + self.weights[-1]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"ridge": self.weights}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.weights = tensors["ridge"]
+
+
+PREDICTORS: dict[str, type[Predictor]] = {cls.family: cls for cls in (MLPPredictor, EnsemblePredictor,
+                                                                       RidgePredictor)}
 
 
 def fit_predictor(genes: GeneSpace, archs, targets, family: str = "mlp", metric: str = "top1",
@@ -208,31 +289,16 @@ def fit_predictor(genes: GeneSpace, archs, targets, family: str = "mlp", metric:
     perm = rng.permutation(len(archs))
     n_test = max(3, int(round(held_out * len(archs))))
     test, train = perm[:n_test], perm[n_test:]
-    kw = dict(family=family, metric=metric, seed=seed, epochs=epochs, lr=lr, patience=patience, hidden=hidden,
-              layers=layers, ridge_alpha=ridge_alpha)
-    probe = _fit(genes, x[train], y[train], **kw)
+    settings = FitSettings(seed=seed, epochs=epochs, lr=lr, patience=patience, ridge_alpha=ridge_alpha)
+
+    def fit(x: np.ndarray, y: np.ndarray) -> Predictor:
+        mean, std = float(y.mean()), float(y.std()) or 1.0
+        p = PREDICTORS[family](metric=metric, genes=genes, hidden=hidden, layers=layers, mean=mean, std=std)
+        p.fit_normalised(torch.from_numpy(x), torch.from_numpy(((y - mean) / std).astype(np.float32)), settings)
+        return p
+
+    probe = fit(x[train], y[train])
     held = scores(probe.predict_encoded(x[test]), y[test])
-    final = _fit(genes, x, y, **kw) if refit_all else probe
+    final = fit(x, y) if refit_all else probe
     final.held_out = held
     return final
-
-
-def _fit(genes: GeneSpace, x: np.ndarray, y: np.ndarray, family: str, metric: str, seed: int, epochs: int,
-         lr: float, patience: int, hidden: int, layers: int, ridge_alpha: float) -> Predictor:
-    mean, std = float(y.mean()), float(y.std()) or 1.0
-    xt = torch.from_numpy(x)
-    yt = torch.from_numpy(((y - mean) / std).astype(np.float32))
-    p = Predictor(family=family, metric=metric, genes=genes, hidden=hidden, layers=layers, mean=mean, std=std)
-    if family == "ridge":
-        a = torch.cat([xt, torch.ones(len(xt), 1)], 1).double()
-        reg = ridge_alpha * torch.eye(a.shape[1], dtype=torch.float64)
-        reg[-1, -1] = 0.0  # the bias is not penalised
-        p.ridge = torch.linalg.solve(a.T @ a + reg, a.T @ yt.double()).float()
-        return p
-    p.members = 5 if family == "ensemble" else 1
-    for i in range(p.members):
-        torch.manual_seed(seed + i)
-        model = _mlp(genes.width, hidden, layers)
-        _train_mlp(model, xt, yt, seed + i, epochs, lr, patience)
-        p.models.append(model)
-    return p

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,63 +18,19 @@ import ofa
 from ofa import Arch, OFAError
 
 from .budgets import Budget, CostModel, load_latency_tables
-from .effort import EFFORTS, SWEEP_MIN_BUDGETS, Effort
-from .evolution import Evaluated, EvolutionResult, SharedScores, evolve, pareto_front, warm_seeds
+from .config import SearchConfig
+from .effort import Effort
+from .evolution import Evaluated, EvolutionResult, SharedScores, evolve, pareto_front
 from .genes import GeneSpace, is_contained
+from .modes import SEARCH_MODES
+from .objectives import ConstrainedObjective, Objective
 from .outputs import write_outputs
 from .predictor import PREDICTORS, Predictor, fit_predictor
 from .record import record_search
 from .selection import check_merge, refuse_chance_level
 from .table import default_storage, measure_arch, open_storage, read_table, write_table_csv
-from .verify import Timer, default_timer, latency_ladder, verify_choices
+from .verify import default_timer, latency_ladder, verify_choices
 from .workers import check_workers, measure_device, measure_with_workers
-
-
-@dataclass
-class SearchConfig:
-    run_dir: str | Path
-    budgets: list[Budget] = field(default_factory=list)
-    storage: str | None = None  # default: sqlite:///RUN/search/study.db
-    table_size: int = 200
-    seed: int = 0
-    predictor: str = "mlp"
-    metric: str = "top1"  # predictor target: validation top1 or loss
-    compare_predictors: bool = False  # also fit the other families and record their held-out scores
-    mode: str = "constrained"
-    effort: str = "default"  # a key of search.effort.EFFORTS: population x generations per budget
-    generations: int | None = None  # overrides the effort's
-    population: int | None = None  # overrides the effort's
-    mutation_prob: float | None = None
-    crossover_prob: float = 0.9
-    nested: bool = False
-    rerank: int = 5  # measure the top-k predicted archs of each budget on validation and keep the best measured
-    luts: dict[str, str] = field(default_factory=dict)
-    calib_batches: int = 4
-    batch_size: int = 128
-    val_limit: int | None = None
-    test_limit: int | None = None
-    measure_only: bool = False
-    replace: bool = False  # write selected.json anew instead of keeping an earlier search's other devices
-    force: bool = False  # write subnets measured at chance level on test (refused by default)
-    measure_test: bool = True
-    workers: int = 1  # > 1: that many measurement processes (search.workers), one per GPU or CPU threads split
-    measure_device: str = "auto"  # where the table is measured: auto (cuda when a GPU is visible), cpu, cuda
-    heartbeat_interval: int = 10
-    grace_period: int = 60
-    stale_after: float = 1800.0
-    progress: bool = True
-    predictor_epochs: int = 300
-    verify_latency: bool = True  # time latency-budgeted choices in deployed form (on the table's host)
-    strict_latency: bool = True  # no candidate within a latency budget: an error (False: a warning)
-    latency_timer: Timer | None = None  # (model, input) -> times in ms; default: 5 warm-up, 40 timed runs
-
-    def search_size(self) -> Effort:
-        """The effort's population and generations, with explicit ``population``/``generations`` on top."""
-        if self.effort not in EFFORTS:
-            raise OFAError(f"unknown search effort {self.effort!r}; allowed: {list(EFFORTS)}")
-        base = EFFORTS[self.effort]
-        return replace(base, population=self.population or base.population,
-                       generations=self.generations or base.generations)
 
 
 @dataclass
@@ -119,7 +76,6 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     names = [b.name for b in cfg.budgets]
     if len(set(names)) != len(names):
         raise OFAError(f"device names must be unique, got {names}")
-    cfg.search_size()  # an unknown effort fails before any work
     if not cfg.measure_only:
         check_merge(out / "selected.json", names, cfg.nested, cfg.replace)
     storage = cfg.storage or default_storage(run)
@@ -151,37 +107,11 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     log_rows: list[dict] = []
     choices: list[Choice] = []
     pool: dict[Arch, float] = {}  # every arch any search scored, with its score (for the front)
-    pareto_runs: dict[tuple[str, str | None], EvolutionResult] = {}
-    found: list[Evaluated] = []  # each budget's best candidates: where the next budget's search starts
-    sweeps = _sweep_keys(cfg)  # costs with so many budgets that one Pareto search first pays off
+    mode = SEARCH_MODES[cfg.mode](cfg, costs, partial(_evolve, cfg, genes, score, log_rows), log_rows)
     for b in cfg.budgets:
         t0 = time.perf_counter()
-
-        def fits(a: Arch, b: Budget = b) -> bool:
-            return costs.fits(a, b)
-
-        seeds = [net.space.largest(), net.space.smallest()] + [a for a, _ in best_measured if fits(a)][:10]
-        key = _cost_key(b)
-        size = cfg.search_size()
-        if cfg.mode == "pareto" or key in sweeps:
-            front_size, size = (size, size) if cfg.mode == "pareto" else size.sweep()
-            if key not in pareto_runs:
-                label = f"{'pareto' if cfg.mode == 'pareto' else 'sweep'}-{key[0]}"
-                run_ = _evolve(cfg, genes, score, log_rows, label, seeds, mode="pareto", size=front_size,
-                               cost=lambda a, k=key[0], d=key[1]: costs.cost(a, k, d))
-                pareto_runs[key] = run_
-                if cfg.mode == "constrained":  # by score: the sweep's budgets start from here
-                    found = run_.top(len(run_.evaluated)) + found
-        if cfg.mode == "pareto":
-            res = pareto_runs[key]
-            top = res.top(cfg.rerank, fits)
-            _log_best_per_generation(res, b, costs, log_rows)
-        else:
-            seeds += warm_seeds(found, fits, size.population // 4)
-            res = _evolve(cfg, genes, score, log_rows, b.name, seeds, size=size,
-                          violations=lambda a, b=b: costs.violations(a, b))
-            top = res.top(cfg.rerank)
-            found += res.top(size.population // 4)
+        measured = [a for a, _ in best_measured if costs.fits(a, b)][:10]
+        res, top = mode.candidates(b, [net.space.largest(), net.space.smallest()] + measured)
         if not top:
             raise OFAError(f"device {b.name!r}: the search found no subnet within {b.describe()}; "
                            "raise --generations or the budget")
@@ -248,45 +178,16 @@ def _fit(cfg: SearchConfig, genes: GeneSpace, archs, rows, out: Path) -> Predict
     return predictor
 
 
-def _cost_key(b: Budget) -> tuple[str, str | None]:
-    """What a budget's primary limit bounds: ("macs", None), ("params", None) or ("latency_ms", TABLE), TABLE being
-    DEVICE or DEVICE.int8 (``Budget.latency_key``)."""
-    kind = b.primary()
-    return kind, b.latency_key if kind == "latency_ms" else None
-
-
-def _sweep_keys(cfg: SearchConfig) -> set[tuple[str, str | None]]:
-    """The costs that at least SWEEP_MIN_BUDGETS constrained budgets bound (searched as a sweep)."""
-    if cfg.mode != "constrained":
-        return set()
-    keys = [_cost_key(b) for b in cfg.budgets]
-    return {k for k in keys if keys.count(k) >= SWEEP_MIN_BUDGETS}
-
-
-def _evolve(cfg, genes, score, log_rows, label, seeds, size: Effort | None = None, **kw) -> EvolutionResult:
-    size = size or cfg.search_size()
-    res = evolve(genes, score, generations=size.generations, population=size.population, seeds=seeds,
-                 seed=cfg.seed, mutation_prob=cfg.mutation_prob, crossover_prob=cfg.crossover_prob,
-                 stage_crossover=size.stage_crossover,
-                 log=(lambda m: _say(cfg, "  " + m)), label=f"{label}: ", **kw)
-    if kw.get("mode") != "pareto":
+def _evolve(cfg, genes, score, log_rows, label: str, seeds: list[Arch], objective: Objective, size: Effort,
+            history: bool = True) -> EvolutionResult:
+    """One evolution at ``size``; with ``history`` its best score per generation goes to search_log.csv."""
+    res = evolve(genes, score, generations=size.generations, population=size.population, objective=objective,
+                 seeds=seeds, seed=cfg.seed, mutation_prob=cfg.mutation_prob, crossover_prob=cfg.crossover_prob,
+                 stage_crossover=size.stage_crossover, log=(lambda m: _say(cfg, "  " + m)), label=f"{label}: ")
+    if history:
         log_rows += [{"search": label, "generation": g + 1, "trials": (g + 1) * size.population,
                       "best_predicted": v} for g, v in enumerate(res.history)]
     return res
-
-
-def _log_best_per_generation(res: EvolutionResult, b: Budget, costs: CostModel, log_rows: list[dict]) -> None:
-    """In pareto mode the study has no per-device best; replay the scored archs by generation order instead."""
-    best, per_gen, n = -np.inf, [], len(res.history)
-    items = list(res.evaluated.values())  # insertion order = the generation that first scored each arch
-    chunk = max(1, len(items) // max(1, n))
-    for g in range(n):
-        for e in items[g * chunk:(g + 1) * chunk]:
-            if costs.fits(e.arch, b):
-                best = max(best, e.score)
-        per_gen.append(best)
-    log_rows += [{"search": f"pareto:{b.name}", "generation": g + 1, "trials": None, "best_predicted": v}
-                 for g, v in enumerate(per_gen)]
 
 
 def _nest(cfg, genes, score, costs, choices: list[Choice], predictor, log_rows, data) -> None:
@@ -302,7 +203,7 @@ def _nest(cfg, genes, score, costs, choices: list[Choice], predictor, log_rows, 
         inner = genes.contained_in(parent)
         seeds = [parent] + [x.arch for x in choices[:i + 1]]
         res = _evolve(cfg, inner, score, log_rows, f"nested:{c.budget.name}", seeds,
-                      violations=lambda a, b=c.budget: costs.violations(a, b))
+                      ConstrainedObjective(lambda a, b=c.budget: costs.violations(a, b)), cfg.search_size())
         top = res.top(cfg.rerank)
         best, candidates = _rerank(cfg, costs.net, data, top, predictor) if top else (None, [])
         if best is None:
