@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -53,7 +51,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 # shadow the `search` package: drop that folder before importing it.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import ofa  # noqa: E402
@@ -63,178 +60,17 @@ from search.evolution import SharedScores, evolve, warm_seeds  # noqa: E402
 from search.genes import GeneSpace  # noqa: E402
 from search.run import SearchConfig  # noqa: E402
 
+# The helper modules beside this file, looked up after the `search` package is imported (see above).
+sys.path.append(str(Path(__file__).resolve().parent))
+from ofa_finder import ofa_finder  # noqa: E402
+from search_landscapes import TARGET_R, FittedLandscape, Landscape, Macs, Predictor  # noqa: E402
+
 RESOLUTION = 224
 SPACES = ("ofa_mbv3", "ofa_resnet50", "run")
 LONG = Effort(population=100, generations=500)  # 50,000 candidates: what a long run attains
 # ofa_mbv3 at 224 spans about 121M-566M MACs: the usual mobile budgets. ofa_resnet50 gets fractions of its range.
 FIXED_BUDGETS = {"ofa_mbv3": (300e6, 400e6, 500e6)}
 RANGE_FRACTIONS = (0.3, 0.5, 0.7)
-TARGET_R = 0.7  # correlation of the score with log(MACs) over random archs
-# score = CENTER + SPREAD * (a standardised mix). Random archs sit within about +-2 of CENTER, but a search
-# finds archs about 7 standard deviations up (the MLP term adds up over ~40 genes), so a small SPREAD keeps what
-# the searches find (and the smallest arch) within a plausible 70-82 top-1.
-CENTER, SPREAD = 74.5, 1.0
-
-
-class Macs:
-    """MACs of an arch, cached by ``arch.key()``. One fresh instance per search run, so that each run pays for
-    its own cost-model calls (``net.costs`` keeps its own cache across runs, hence ``net.plan.costs``)."""
-
-    def __init__(self, net) -> None:
-        self.plan = net.plan
-        self.cache: dict[str, int] = {}
-        self.misses = 0
-
-    def __call__(self, arch: Arch) -> int:
-        key = arch.key()
-        value = self.cache.get(key)
-        if value is None:
-            value = self.cache[key] = int(self.plan.costs(arch)[0])
-            self.misses += 1
-        return value
-
-
-class Landscape:
-    """The stand-in predictor: ``CENTER + SPREAD * (r * capacity + sqrt(1 - r^2) * mlp)``, where capacity is
-    standardised log(MACs) and mlp is a seeded random MLP's output with its linear dependence on log(MACs)
-    removed and standardised (both over random archs), so that the score's correlation with log(MACs) is r."""
-
-    def __init__(self, net, space: SearchSpace, seed: int = 0, r: float = TARGET_R, hidden: int = 64,
-                 calibration: int = 2000) -> None:
-        self.genes = GeneSpace(space)
-        self.r = r
-        rng = np.random.default_rng(seed)
-        active = len(self.genes.encode([space.largest()])[0].nonzero()[0])  # ones per row, at most
-        self.w1 = rng.standard_normal((self.genes.width, hidden)) / math.sqrt(active)
-        self.b1 = rng.standard_normal(hidden) * 0.5
-        self.w2 = rng.standard_normal(hidden) / math.sqrt(hidden)
-        archs = sample_archs(space, calibration, seed)
-        macs = Macs(net)
-        log_macs = np.log([macs(a) for a in archs])
-        mlp = self._mlp(archs)
-        self.c_mean, self.c_std = float(log_macs.mean()), float(log_macs.std())
-        self.slope, self.intercept = (float(v) for v in np.polyfit(log_macs, mlp, 1))
-        self.m_std = float((mlp - self.slope * log_macs - self.intercept).std())
-
-    def _mlp(self, archs: Sequence[Arch]) -> np.ndarray:
-        x = self.genes.encode(archs).astype(np.float64)
-        return np.tanh(x @ self.w1 + self.b1) @ self.w2
-
-    def score(self, archs: Sequence[Arch], macs: Sequence[float]) -> np.ndarray:
-        log_macs = np.log(np.asarray(macs, dtype=np.float64))
-        capacity = (log_macs - self.c_mean) / self.c_std
-        rest = (self._mlp(archs) - self.slope * log_macs - self.intercept) / self.m_std
-        return CENTER + SPREAD * (self.r * capacity + math.sqrt(1.0 - self.r**2) * rest)
-
-    def describe(self, net, space: SearchSpace, n: int = 2000, seed: int = 12345) -> dict:
-        """The landscape over fresh random archs (not those it was calibrated on)."""
-        archs = sample_archs(space, n, seed)
-        macs = Macs(net)
-        m = np.array([macs(a) for a in archs], dtype=np.float64)
-        s = self.score(archs, m)
-        q = np.percentile(s, [0, 5, 50, 95, 100])
-        return {"archs": n, "r_score_log_macs": float(np.corrcoef(s, np.log(m))[0, 1]),
-                "r_score_macs": float(np.corrcoef(s, m)[0, 1]),
-                "score_min_p5_median_p95_max": [float(v) for v in q],
-                "macs_min_median_max": [float(m.min()), float(np.median(m)), float(m.max())]}
-
-
-def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
-    rng = random.Random(seed)
-    return [space.sample(rng) for _ in range(n)]
-
-
-class Predictor:
-    """The landscape behind a counter: how many archs a search asked to score, and in how many batches."""
-
-    def __init__(self, landscape: Landscape, macs: Macs) -> None:
-        self.landscape, self.macs = landscape, macs
-        self.calls = self.batches = 0
-
-    def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
-        self.calls += len(archs)
-        self.batches += 1
-        return self.landscape.score(archs, [self.macs(a) for a in archs])
-
-
-# -- the OFA finder ------------------------------------------------------------------------------------------
-def ofa_finder(genes: GeneSpace, predictor: Predictor, macs: Macs, limit: float, *, seed: int,
-               population: int = 100, generations: int = 500, parent_ratio: float = 0.25,
-               mutation_ratio: float = 0.5, mutate_prob: float = 0.1) -> dict:
-    """The OFA evolution finder on gene lists (every block's genes, also beyond its stage's depth). Parents keep
-    their scores (the predictor is deterministic): each generation scores its 75 new children in one batch."""
-    rng = random.Random(seed)
-    names = [g.name for g in genes.genes]
-    choices = [g.choices for g in genes.genes]
-    n_parents = int(round(parent_ratio * population))
-    n_mutated = int(round(mutation_ratio * population))
-    n_crossed = population - n_parents - n_mutated
-    draws = 0
-
-    def feasible(make: Callable[[], list]) -> tuple[list, Arch]:
-        """Apply ``make`` until its arch fits the budget (the OFA finder's rejection sampling)."""
-        nonlocal draws
-        while True:
-            draws += 1
-            values = make()
-            arch = genes.arch_from_genes(dict(zip(names, values)))
-            if macs(arch) <= limit:
-                return values, arch
-
-    def random_genes() -> list:
-        return [rng.choice(c) for c in choices]
-
-    def mutate(parent: list) -> list:
-        return [rng.choice(c) if rng.random() < mutate_prob else v for v, c in zip(parent, choices)]
-
-    def crossover(a: list, b: list) -> list:
-        return [x if rng.random() < 0.5 else y for x, y in zip(a, b)]
-
-    def scored(children: list[tuple[list, Arch]]) -> list[tuple[float, list, Arch]]:
-        values = predictor([a for _, a in children])
-        return [(float(s), g, a) for s, (g, a) in zip(values, children)]
-
-    start = time.perf_counter()
-    pool = scored([feasible(random_genes) for _ in range(population)])
-    best = max(pool, key=lambda t: t[0])
-    history = [(predictor.calls, best[0])]
-    for _ in range(generations):
-        parents = sorted(pool, key=lambda t: -t[0])[:n_parents]
-        children = []
-        for _ in range(n_mutated):
-            p = rng.choice(parents)[1]
-            children.append(feasible(lambda p=p: mutate(p)))
-        for _ in range(n_crossed):
-            p1, p2 = rng.choice(parents)[1], rng.choice(parents)[1]
-            children.append(feasible(lambda p1=p1, p2=p2: crossover(p1, p2)))
-        pool = parents + scored(children)
-        best = max([best] + pool[n_parents:], key=lambda t: t[0])
-        history.append((predictor.calls, best[0]))
-    return {"best": best[0], "best_macs": macs(best[2]), "seconds": time.perf_counter() - start,
-            "predictor_calls": predictor.calls, "predictor_batches": predictor.batches, "draws": draws,
-            "macs_calls": macs.misses, "history": history}
-
-
-class FittedLandscape:
-    """Landscape (b): the MLP accuracy predictor ``ofa search`` fits, on a real measured accuracy table
-    (RUN/search/accuracy_table.csv of a trained run), over that run's space (every resolution)."""
-
-    def __init__(self, run: Path, net) -> None:
-        from search.predictor import fit_predictor
-        from search.table import load_table_csv
-
-        self.genes = GeneSpace(net.space)
-        rows = load_table_csv(run / "search" / "accuracy_table.csv", net.space)
-        self.predictor = fit_predictor(self.genes, [r["arch"] for r in rows], [r["top1"] for r in rows],
-                                       family="mlp", metric="top1", seed=0)
-        self.rows = len(rows)
-
-    def score(self, archs: Sequence[Arch], macs: Sequence[float]) -> np.ndarray:
-        return np.asarray(self.predictor.predict(list(archs)), dtype=np.float64)
-
-    def describe(self, net, space: SearchSpace) -> dict:
-        return {"table_rows": self.rows, "held_out": {k: v for k, v in self.predictor.held_out.items()
-                                                      if isinstance(v, (int, float))}}
 
 
 # -- ours ----------------------------------------------------------------------------------------------------
