@@ -166,13 +166,13 @@ def _fit(cfg: SearchConfig, genes: GeneSpace, archs, rows, out: Path) -> Predict
     comparison = {cfg.predictor: h}
     if cfg.compare_predictors:
         for family in PREDICTORS:
-            if family != cfg.predictor:
-                other = fit_predictor(genes, archs, targets, family=family, metric=cfg.metric, seed=cfg.seed,
-                                      epochs=cfg.predictor_epochs, refit_all=False)
-                comparison[family] = other.held_out
-                o = other.held_out
-                _say(cfg, f"predictor {family}: RMSE {o['rmse']:.4f} Spearman {o['spearman']:.3f} "
-                          f"Kendall tau {o['kendall_tau']:.3f}")
+            if family in comparison:  # the chosen one, fitted above
+                continue
+            other = fit_predictor(genes, archs, targets, family=family, metric=cfg.metric, seed=cfg.seed,
+                                  epochs=cfg.predictor_epochs, refit_all=False)
+            comparison[family] = o = other.held_out
+            _say(cfg, f"predictor {family}: RMSE {o['rmse']:.4f} Spearman {o['spearman']:.3f} "
+                      f"Kendall tau {o['kendall_tau']:.3f}")
     predictor.held_out = dict(h, comparison=comparison)
     predictor.save(out / "predictor.safetensors")
     return predictor
