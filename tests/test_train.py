@@ -254,6 +254,26 @@ def test_skip_first_phase_with_a_pretrained_head_that_fits(tmp_path, model):
     assert trainer.pos["phase"] == 1  # the fitted head is kept: training starts at the second phase
 
 
+@pytest.mark.parametrize("wrap", ["state_dict", "module."])
+def test_skip_first_phase_reads_the_checkpoint_as_the_importer_does(tmp_path, wrap):
+    # A training script's checkpoint ({"state_dict": ...}) or a DDP one ("module." keys) builds the supernet (timm's
+    # loader unwraps both); the head check must read it the same way, not look the raw file up by key.
+    import timm
+
+    from train.trainer import Trainer
+
+    state = timm.create_model("mobilenetv3_large_100", pretrained=False, num_classes=10, in_chans=1).state_dict()
+    state = {"state_dict": state} if wrap == "state_dict" else {f"module.{k}": v for k, v in state.items()}
+    checkpoint = tmp_path / "mbv3.pth"
+    torch.save(state, checkpoint)
+    config = small_config(timm={"name": "mobilenetv3_large_100", "checkpoint_path": str(checkpoint),
+                                "skip_first_phase": True},
+                          phases=[{"name": "full", "epochs": 1, "lr": 0.1}, {"name": "depth", "epochs": 1, "lr": 0.1, "depths": "all"}])
+    del config["supernet"]
+    trainer = Trainer(resolve_config(config), tmp_path / "run", progress=False)
+    assert trainer.pos["phase"] == 1
+
+
 def test_a_run_that_crashed_before_its_first_checkpoint_resumes_from_the_start(tmp_path):
     config = small_config(phases=[{"name": "full", "epochs": 1, "lr": 0.05}], checkpoint_every=50)
     reference = train(copy.deepcopy(config), tmp_path / "reference", progress=False)

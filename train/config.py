@@ -82,6 +82,32 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def run_config(config: dict[str, Any] | str | os.PathLike | None, out: str | os.PathLike | None,
+               resume: str | os.PathLike | None, overrides: dict[str, Any] | None) -> tuple[dict[str, Any], Path]:
+    """The resolved config and run directory that ``train(config, out, resume, overrides)`` means: a new run
+    directory with the given config, or a run to resume with its own config.yaml."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if config is not None:
+            raise OFAError("--resume continues a run with its own config.yaml; do not pass --config as well")
+        if not (run_dir / "config.yaml").is_file():
+            raise OFAError(f"{run_dir} is not a run directory (no config.yaml); start a run with --config and --out")
+        raw = read_config(run_dir / "config.yaml")
+        if "timm" in raw:
+            raw.pop("supernet", None)  # recorded for readers; the run is rebuilt from its timm entry
+    else:
+        if config is None or out is None:
+            raise OFAError("give --config CONFIG and --out RUN (or --resume RUN)")
+        raw = read_config(config) if not isinstance(config, dict) else copy.deepcopy(config)
+        run_dir = Path(out)
+        if (run_dir / "config.yaml").exists() or (run_dir / "checkpoints").exists():
+            raise OFAError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
+                           "another --out")
+    if overrides:
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+    return resolve_config(raw), run_dir
+
+
 TOP_CHECKS = {
     "seed": integer(0), "batch_size": integer(1), "num_workers": integer(0), "augment": BOOLEAN,
     "mixed_precision": choice(("no", "fp16", "bf16")), "cpu": BOOLEAN, "channels_last": BOOLEAN,

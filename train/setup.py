@@ -1,4 +1,5 @@
-"""Setting a run up: the supernet a config names, the accelerator, and small helpers the loop reports with."""
+"""Setting a run up: the supernet a config names, the accelerator, each phase's optimizer, and the hash a
+distributed run's log compares."""
 
 from __future__ import annotations
 
@@ -12,12 +13,6 @@ from torch import nn
 import ofa
 from ofa.data import Data
 from ofa.errors import OFAError
-from ofa.space import Arch, SearchSpace
-
-
-def middle_arch(space: SearchSpace) -> Arch:
-    """The arch taking the middle choice of every dimension (a representative mid-size subnet)."""
-    return space.uniform(lambda choices: sorted(choices)[len(choices) // 2])
 
 
 def build_supernet(config: dict[str, Any], data: Data) -> nn.Module:
@@ -39,6 +34,18 @@ def build_supernet(config: dict[str, Any], data: Data) -> nn.Module:
             raise OFAError(f"supernet {key}={given} but the data {data.name!r} has {value}; "
                            f"leave {key} out of the config (it comes from the data)")
     return ofa.create_supernet(name, num_classes=data.num_classes, in_chans=data.in_chans, **entry)
+
+
+def make_optimizer(net: nn.Module, config: dict[str, Any], phase: dict[str, Any], steps_per_epoch: int):
+    """A phase's fresh timm optimizer and its per-step scheduler (warmup, then the config's schedule)."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    optimizer = create_optimizer_v2(net, lr=float(phase["lr"]), **dict(config["optimizer"]))
+    scheduler, _ = create_scheduler_v2(optimizer, num_epochs=phase["epochs"], warmup_epochs=phase["warmup_epochs"],
+                                       step_on_epochs=False, updates_per_epoch=steps_per_epoch,
+                                       **dict(config["scheduler"]))
+    return optimizer, scheduler
 
 
 def state_hash(module: nn.Module, params_only: bool = False) -> str:

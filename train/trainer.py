@@ -32,11 +32,13 @@ from ofa.sorting import check_criterion
 from ofa.timing import default_threads, num_threads
 
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import phase_space, read_config, resolve_config, widens, write_config
+from .config import phase_space, run_config, widens, write_config
+from .evaluation import calib_loader, evaluate_subnets
 from .guards import Interrupted, StopRequest, ThroughputWatch
 from .metrics import MetricsLog
+from .position import Position
 from .sandwich import sample_subnets, sandwich_backward
-from .setup import build_supernet, make_accelerator, middle_arch, state_hash
+from .setup import build_supernet, make_accelerator, make_optimizer, state_hash
 
 
 class NonFiniteLossError(OFAError):
@@ -89,49 +91,53 @@ class Trainer:
         self.metrics = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
         self.teacher: nn.Module | None = None
         self.sorted_phases: list[int] = []
-        # where the run is; the epoch's running loss travels with it so a resumed epoch reports the same mean
-        self.pos = {"phase": 0, "epoch": 0, "batch": 0, "global_step": 0, "phase_step": 0,
-                    "loss_sum": 0.0, "loss_n": 0}
+        self.pos = Position()
         self.subnet_log: list[list[str]] = []
         self.checkpoint: dict[str, Any] | None = None
         self._in_step = False
         self.throughput = ThroughputWatch(announce=self.main)
         self.stop = StopRequest(announce=self.main)
-        path = latest_checkpoint(run_dir) if resume else None
+        self._start_where(resume)
+        self._resume = self.checkpoint  # its optimizer state, until the phase it was saved in starts
+        self.model = self.accelerator.prepare_model(self.net)
+        if config["log_with"]:
+            hparams = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
+            self.accelerator.init_trackers("tensorboard", config=hparams)  # -> RUN/tensorboard/
+
+    def _start_where(self, resume: bool) -> None:
+        """The position to start from: the last checkpoint's, step 0, or the second phase after a fitted timm
+        head."""
+        path = latest_checkpoint(self.run_dir) if resume else None
         if resume and path is None:  # it stopped before its first checkpoint: that run is this run from step 0
             if self.main:
-                print(f"note: {run_dir} has no checkpoint yet; starting it over with its config.yaml",
+                print(f"note: {self.run_dir} has no checkpoint yet; starting it over with its config.yaml",
                       file=sys.stderr)
             self.metrics.truncate(0)
         if path is not None:
             self.checkpoint = load_checkpoint(path)
             self.checkpoint_path = path
             self._restore(self.checkpoint)
-        elif "timm" in config and config["timm"].get("skip_first_phase"):
+        elif "timm" in self.config and self.config["timm"].get("skip_first_phase"):
             if self.net.origin.get("checkpoint_path") and self._head_fits():
-                self.pos["phase"] = 1
+                self.pos.phase = 1
                 self._make_teacher()
             elif self.main:
                 print("note: timm.skip_first_phase ignored: the pretrained head does not fit the data's "
                       f"{self.data.num_classes} classes, so the first phase fine-tunes it", file=sys.stderr)
-        self.model = self.accelerator.prepare_model(self.net)
-        if config["log_with"]:
-            hparams = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
-            self.accelerator.init_trackers("tensorboard", config=hparams)  # -> RUN/tensorboard/
 
     def _head_fits(self) -> bool:
-        import safetensors.torch
+        """Whether the timm checkpoint's classifier already has the data's classes. It is read as the importer
+        read it (timm's loader unwraps ``state_dict``/``model`` entries and DDP's ``module.`` prefix); the head is
+        the family's classifier, which its timm models name alike (``fc``, ``classifier``, ``head``)."""
+        from timm.models import load_state_dict
 
-        path, key = self.net.origin["checkpoint_path"], f"{self.net.classifier_name}.weight"
-        try:
-            head = safetensors.torch.load_file(path).get(key)
-        except Exception:
-            head = torch.load(path, map_location="cpu", weights_only=True).get(key)
+        state = load_state_dict(self.net.origin["checkpoint_path"], weights_only=True)
+        head = state.get(f"{self.net.classifier_name}.weight")
         return head is not None and head.shape[0] == self.data.num_classes
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.net.load_state_dict(ckpt["model"])
-        self.pos = dict(ckpt["position"])
+        self.pos = Position.from_dict(ckpt["position"])
         self.sorted_phases = list(ckpt["sorted_phases"])
         if ckpt.get("teacher") is not None:
             self._make_teacher(ckpt["teacher"])
@@ -147,177 +153,77 @@ class Trainer:
         teacher.set_active(teacher.space.largest())
         self.teacher = teacher.eval().requires_grad_(False).to(self.accelerator.device)
 
-    # -- phases ------------------------------------------------------------------------------------------------
-    def _start_phase(self, p: int):
-        """Sort channels if this phase widens the width (once: recorded), then a fresh optimizer + scheduler."""
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
-
-        phase, cfg = self.phases[p], self.config
-        if p > 0 and p not in self.sorted_phases and widens(self.spaces[p - 1], self.spaces[p]):
-            batches = None
-            if cfg["sort_criterion"] == "taylor":  # the same calibration images on every process
-                batches = [(x.to(self.accelerator.device), y.to(self.accelerator.device))
-                           for x, y in self.data.eval_loader("calib", self.resolution, batch_size=64, limit=256)]
-            with torch.no_grad() if cfg["sort_criterion"] != "taylor" else torch.enable_grad():
-                ofa.sort_channels(self.net, cfg["sort_criterion"], batches=batches)
-            self.sorted_phases.append(p)
-        opt_args = dict(cfg["optimizer"])
-        optimizer = create_optimizer_v2(self.net, lr=float(phase["lr"]), **opt_args)
-        sched_args = dict(cfg["scheduler"])
-        scheduler, _ = create_scheduler_v2(optimizer, num_epochs=phase["epochs"],
-                                           warmup_epochs=phase["warmup_epochs"], step_on_epochs=False,
-                                           updates_per_epoch=self.steps_per_epoch, **sched_args)
-        optimizer = self.accelerator.prepare_optimizer(optimizer)
-        self.optimizer_phase = p
-        return optimizer, scheduler
-
-    def _checkpoint_state(self, optimizer, scheduler) -> dict[str, Any]:
-        scaler = self.accelerator.scaler
-        return {"model": self.net.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                "teacher": self.teacher.state_dict() if self.teacher is not None else None,
-                "optimizer_phase": self.optimizer_phase, "position": dict(self.pos),
-                "sorted_phases": list(self.sorted_phases), "rng": rng_state(),
-                "metrics_rows": self.metrics.rows_written, "world_size": self.world}
-
-    def _save(self, optimizer, scheduler) -> None:
-        if self.main:
-            self.checkpoint_path = save_checkpoint(self.run_dir, self.pos["global_step"],
-                                                   self._checkpoint_state(optimizer, scheduler),
-                                                   keep=self.config["keep_checkpoints"])
-        self.accelerator.wait_for_everyone()
-
-    # -- evaluation ------------------------------------------------------------------------------------------
-    def evaluate_epoch(self, p: int, epoch: int, train_loss: float, lr: float, images_per_s: float) -> None:
-        if not self.main:
-            return
-        space, ev = self.spaces[p], self.config["eval"]
-        picks = [("largest", space.largest()), ("middle", middle_arch(space)), ("smallest", space.smallest())]
-        seen, line = set(), []
-        for label, arch in picks:
-            if arch in seen:
-                continue
-            seen.add(arch)
-            val = self.data.eval_loader("val", arch.resolution, batch_size=ev["batch_size"], limit=ev["val_images"])
-            # Every subnet, the largest included, is measured with statistics re-estimated on the calibration
-            # images: the stored ones are a running average over augmented training batches that lags the
-            # weights; on ofa_mbv3_tiny they cost the largest 32 pp after 80 steps and ~1 pp at the end.
-            with self.net.active(arch), ofa.calibrate_bn(self.net, self._calib_loader(arch.resolution)):
-                m = ofa.evaluate(self.net, val)
-            macs, _ = self.net.costs(arch)
-            self.metrics.append({"phase": self.phases[p]["name"], "epoch": epoch + 1,
-                                 "step": self.pos["global_step"], "subnet": label, "resolution": arch.resolution,
-                                 "macs": macs, "val_loss": round(m.loss, 5), "val_top1": round(m.top1, 3),
-                                 "ci_low": round(m.ci_low, 3), "ci_high": round(m.ci_high, 3),
-                                 "train_loss": round(train_loss, 5), "lr": lr,
-                                 "images_per_s": round(images_per_s, 1), "arch": arch.to_json()})
-            self.accelerator.log({f"val_top1/{label}": m.top1, f"val_loss/{label}": m.loss},
-                                 step=self.pos["global_step"])
-            line.append(f"{label} {m.top1:.1f}%")
-            chance = 100.0 / self.data.num_classes
-            if epoch + 1 == self.phases[p]["epochs"] and m.at_chance(self.data.num_classes):
-                tqdm.write(f"WARNING: the {label} subnet is at chance level after phase {self.phases[p]['name']!r}: "
-                           f"validation top-1 {m.top1:.1f}% [95% interval {m.ci_low:.1f}, {m.ci_high:.1f}] "
-                           f"contains {chance:.1f}% (1/{self.data.num_classes} classes). It is not learning: "
-                           "check the labels, lower the phase's lr or train longer", file=sys.stderr)
-        if self.progress:
-            phase = self.phases[p]
-            tqdm.write(f"{phase['name']} {epoch + 1}/{phase['epochs']} (step {self.pos['global_step']}): "
-                       f"validation top-1 {', '.join(line)}; train loss {train_loss:.3f}, "
-                       f"{images_per_s:.0f} images/s")
-
-    def _calib_loader(self, resolution: int):
-        ev = self.config["eval"]
-        return self.data.eval_loader("calib", resolution, batch_size=ev["batch_size"], limit=ev["calib_images"])
-
-    # -- the loop --------------------------------------------------------------------------------------------
+    # -- the loop: phase -> epoch -> step ---------------------------------------------------------------------
     def run(self) -> TrainResult:
         with self.stop:
-            return self._run()
+            while self.pos.phase < len(self.phases):
+                self._run_phase(self.pos.phase)
+            return self._finish()
 
-    def _run(self) -> TrainResult:
-        cfg, acc = self.config, self.accelerator
-        bs = cfg["batch_size"]
-        resumed = self.checkpoint is not None
-        while self.pos["phase"] < len(self.phases):
-            p = self.pos["phase"]
-            phase = self.phases[p]
-            optimizer, scheduler = self._start_phase(p)
-            if resumed and self.checkpoint["optimizer_phase"] == p:
-                optimizer.load_state_dict(self.checkpoint["optimizer"])
-                scheduler.load_state_dict(self.checkpoint["scheduler"])
-                if acc.scaler is not None and self.checkpoint.get("scaler"):
-                    acc.scaler.load_state_dict(self.checkpoint["scaler"])
-            resumed = False
-            self.model.train()
-            while self.pos["phase"] == p and self.pos["epoch"] < phase["epochs"]:
-                epoch = self.pos["epoch"]
-                data_epoch = sum(ph["epochs"] for ph in self.phases[:p]) + epoch  # a new order every epoch
-                loader = self.data.train_loader(self.resolution, bs, seed=self.seed, epoch=data_epoch,
-                                                rank=self.rank, world=self.world, start=self.pos["batch"],
-                                                num_workers=cfg["num_workers"], augment=cfg["augment"])
-                bar = tqdm(total=self.steps_per_epoch, initial=self.pos["batch"], leave=False, dynamic_ncols=True,
-                           desc=f"{phase['name']} {epoch + 1}/{phase['epochs']}",
-                           disable=not (self.progress and self.main))
-                t0, images = time.perf_counter(), 0
-                self.throughput.start()
-                try:
-                    for images_batch, labels in loader:
-                        if self.pos["batch"] >= self.steps_per_epoch:
-                            break
-                        self._in_step = True
-                        loss = self._step(p, optimizer, scheduler, images_batch, labels)
-                        self.pos["loss_sum"] += loss
-                        self.pos["loss_n"] += 1
-                        self._in_step = False
-                        images += len(labels) * self.world
-                        bar.update(1)
-                        acc.log({"train/loss": loss, "train/lr": optimizer.param_groups[0]["lr"]},
-                                step=self.pos["global_step"])  # a no-op without log_with
-                        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
-                        if self.pos["global_step"] % cfg["checkpoint_every"] == 0 \
-                                and self.pos["batch"] < self.steps_per_epoch:
-                            self._save(optimizer, scheduler)
-                        if self.on_step is not None:
-                            self.on_step(self)
-                        self._stop_if_asked(optimizer, scheduler)
-                except KeyboardInterrupt as e:
-                    # A second Ctrl-C (or one before the handler was installed) between two steps: the state is
-                    # consistent, keep the work. Inside a step the last checkpoint stands.
-                    if not isinstance(e, Interrupted) and not self._in_step and self.world == 1:
-                        self._save(optimizer, scheduler)
-                    raise
-                bar.close()
-                lr = optimizer.param_groups[0]["lr"]
-                train_loss = self.pos["loss_sum"] / max(self.pos["loss_n"], 1)
-                self.pos.update(epoch=self.pos["epoch"] + 1, batch=0, loss_sum=0.0, loss_n=0)
-                images_per_s = images / max(time.perf_counter() - t0, 1e-9)
-                self.throughput.update(p, images_per_s)
-                self.evaluate_epoch(p, epoch, train_loss, lr, images_per_s)
-                if self.pos["epoch"] == phase["epochs"]:
-                    self._end_phase(p)
-                self._save(optimizer, scheduler)
-                if self.pos["phase"] < len(self.phases):
-                    self._stop_if_asked(optimizer, scheduler, saved=True)
-        return self._finish()
+    def _run_phase(self, p: int) -> None:
+        optimizer, scheduler = self._start_phase(p)
+        self.model.train()
+        while self.pos.phase == p:  # the phase's last epoch moves the position on to the next phase
+            self._run_epoch(p, optimizer, scheduler)
 
-    def _stop_if_asked(self, optimizer, scheduler, saved: bool = False) -> None:
-        reduce = (lambda t: self.accelerator.reduce(t, reduction="sum")) if self.world > 1 else None
-        if self.stop.agreed(reduce, self.accelerator.device):
-            if not saved:
+    def _run_epoch(self, p: int, optimizer, scheduler) -> None:
+        cfg, phase, epoch = self.config, self.phases[p], self.pos.epoch
+        data_epoch = sum(ph["epochs"] for ph in self.phases[:p]) + epoch  # a new order every epoch
+        loader = self.data.train_loader(self.resolution, cfg["batch_size"], seed=self.seed, epoch=data_epoch,
+                                        rank=self.rank, world=self.world, start=self.pos.batch,
+                                        num_workers=cfg["num_workers"], augment=cfg["augment"])
+        bar = tqdm(total=self.steps_per_epoch, initial=self.pos.batch, leave=False, dynamic_ncols=True,
+                   desc=f"{phase['name']} {epoch + 1}/{phase['epochs']}", disable=not (self.progress and self.main))
+        t0, images = time.perf_counter(), 0
+        self.throughput.start()
+        try:
+            for batch, labels in loader:
+                if self.pos.batch >= self.steps_per_epoch:
+                    break
+                loss = self._step(p, optimizer, scheduler, batch, labels)
+                images += len(labels) * self.world
+                bar.update(1)
+                self.accelerator.log({"train/loss": loss, "train/lr": optimizer.param_groups[0]["lr"]},
+                                     step=self.pos.global_step)  # a no-op without log_with
+                bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
+                if self.pos.global_step % cfg["checkpoint_every"] == 0 and self.pos.batch < self.steps_per_epoch:
+                    self._save(optimizer, scheduler)
+                if self.on_step is not None:
+                    self.on_step(self)
+                self._stop_if_asked(optimizer, scheduler)
+        except KeyboardInterrupt as e:
+            # A second Ctrl-C (or one before the handler was installed) between two steps: the state is
+            # consistent, keep the work. Inside a step the last checkpoint stands.
+            if not isinstance(e, Interrupted) and not self._in_step and self.world == 1:
                 self._save(optimizer, scheduler)
-            raise Interrupted(f"stopped at step {self.pos['global_step']} with a checkpoint")
+            raise
+        bar.close()
+        self._end_epoch(p, optimizer, scheduler, images / max(time.perf_counter() - t0, 1e-9))
+
+    def _end_epoch(self, p: int, optimizer, scheduler, images_per_s: float) -> None:
+        """Evaluate, move on (to the next phase after the last epoch) and save; the one place a run may stop
+        without a step in between."""
+        epoch, lr, train_loss = self.pos.epoch, optimizer.param_groups[0]["lr"], self.pos.mean_loss
+        self.pos.next_epoch()
+        self.throughput.update(p, images_per_s)
+        self.evaluate_epoch(p, epoch, train_loss, lr, images_per_s)
+        if self.pos.epoch == self.phases[p]["epochs"]:
+            self._end_phase(p)
+        self._save(optimizer, scheduler)
+        if self.pos.phase < len(self.phases):
+            self._stop_if_asked(optimizer, scheduler, saved=True)
 
     def _end_phase(self, p: int) -> None:
         if p == 0 and self.teacher is None:
             self._make_teacher()  # the full network, frozen, teaches every later phase
-        self.pos.update(phase=p + 1, epoch=0, batch=0, phase_step=0)
+        self.pos.next_phase()
 
     def _step(self, p: int, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """One optimizer step on one batch: the sandwich of subnets this step samples, then the schedule."""
         cfg, acc = self.config, self.accelerator
+        self._in_step = True  # until it returns, a Ctrl-C leaves the last checkpoint standing
         images, labels = images.to(acc.device), labels.to(acc.device)
-        archs = sample_subnets(self.spaces[p], self.seed, self.pos["global_step"], self.phases[p]["num_random"])
+        archs = sample_subnets(self.spaces[p], self.seed, self.pos.global_step, self.phases[p]["num_random"])
         if cfg["log_subnets"]:
             self.subnet_log.append([a.key() for a in archs])
         with acc.accumulate(self.model):
@@ -330,29 +236,107 @@ class Trainer:
                 total = acc.reduce(total, reduction="mean")
             if not math.isfinite(float(total)):
                 optimizer.zero_grad(set_to_none=True)
-                where = (f"phase {self.phases[p]['name']!r}, epoch {self.pos['epoch'] + 1}, "
-                         f"step {self.pos['global_step'] + 1}")
-                last = getattr(self, "checkpoint_path", None)
-                raise NonFiniteLossError(
-                    f"the loss became {float(total)} at {where} (subnets {[a.key() for a in archs]}); stopped "
-                    f"without writing anything; last good checkpoint: {last or 'none yet'}. Lower that phase's "
-                    f"lr, add warmup_epochs, or use mixed_precision: no, then resume with `ofa train --resume "
-                    f"{self.run_dir}`")
+                raise self._non_finite(p, float(total), archs)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        self.pos["batch"] += 1
-        self.pos["global_step"] += 1
-        self.pos["phase_step"] += 1
-        scheduler.step_update(num_updates=self.pos["phase_step"])
+        self.pos.stepped()
+        scheduler.step_update(num_updates=self.pos.phase_step)
+        self.pos.add_loss(float(total))
+        self._in_step = False
         return float(total)
 
+    def _non_finite(self, p: int, total: float, archs: list) -> NonFiniteLossError:
+        where = f"phase {self.phases[p]['name']!r}, epoch {self.pos.epoch + 1}, step {self.pos.global_step + 1}"
+        last = getattr(self, "checkpoint_path", None)
+        return NonFiniteLossError(
+            f"the loss became {total} at {where} (subnets {[a.key() for a in archs]}); stopped without writing "
+            f"anything; last good checkpoint: {last or 'none yet'}. Lower that phase's lr, add warmup_epochs, or "
+            f"use mixed_precision: no, then resume with `ofa train --resume {self.run_dir}`")
+
+    def _stop_if_asked(self, optimizer, scheduler, saved: bool = False) -> None:
+        reduce = (lambda t: self.accelerator.reduce(t, reduction="sum")) if self.world > 1 else None
+        if self.stop.agreed(reduce, self.accelerator.device):
+            if not saved:
+                self._save(optimizer, scheduler)
+            raise Interrupted(f"stopped at step {self.pos.global_step} with a checkpoint")
+
+    # -- a phase's start, checkpoints ------------------------------------------------------------------------
+    def _start_phase(self, p: int):
+        """Sort channels if this phase widens the width (once: recorded), then a fresh optimizer + scheduler, or
+        the checkpoint's when a resumed run continues inside this phase."""
+        if p > 0 and p not in self.sorted_phases and widens(self.spaces[p - 1], self.spaces[p]):
+            self._sort_channels()
+            self.sorted_phases.append(p)
+        optimizer, scheduler = make_optimizer(self.net, self.config, self.phases[p], self.steps_per_epoch)
+        optimizer = self.accelerator.prepare_optimizer(optimizer)
+        self.optimizer_phase = p
+        resumed, self._resume = self._resume, None  # only the first phase after a resume may continue its state
+        if resumed is not None and resumed["optimizer_phase"] == p:
+            optimizer.load_state_dict(resumed["optimizer"])
+            scheduler.load_state_dict(resumed["scheduler"])
+            if self.accelerator.scaler is not None and resumed.get("scaler"):
+                self.accelerator.scaler.load_state_dict(resumed["scaler"])
+        return optimizer, scheduler
+
+    def _sort_channels(self) -> None:
+        criterion, device = self.config["sort_criterion"], self.accelerator.device
+        batches = None
+        if criterion == "taylor":  # the same calibration images on every process
+            batches = [(x.to(device), y.to(device))
+                       for x, y in self.data.eval_loader("calib", self.resolution, batch_size=64, limit=256)]
+        with torch.no_grad() if criterion != "taylor" else torch.enable_grad():
+            ofa.sort_channels(self.net, criterion, batches=batches)
+
+    def _checkpoint_state(self, optimizer, scheduler) -> dict[str, Any]:
+        scaler = self.accelerator.scaler
+        return {"model": self.net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+                "optimizer_phase": self.optimizer_phase, "position": self.pos.to_dict(),
+                "sorted_phases": list(self.sorted_phases), "rng": rng_state(),
+                "metrics_rows": self.metrics.rows_written, "world_size": self.world}
+
+    def _save(self, optimizer, scheduler) -> None:
+        if self.main:
+            self.checkpoint_path = save_checkpoint(self.run_dir, self.pos.global_step,
+                                                   self._checkpoint_state(optimizer, scheduler),
+                                                   keep=self.config["keep_checkpoints"])
+        self.accelerator.wait_for_everyone()
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def evaluate_epoch(self, p: int, epoch: int, train_loss: float, lr: float, images_per_s: float) -> None:
+        if not self.main:
+            return
+        phase, classes, line = self.phases[p], self.data.num_classes, []
+        for label, arch, m in evaluate_subnets(self.net, self.data, self.spaces[p], self.config["eval"]):
+            macs, _ = self.net.costs(arch)
+            self.metrics.append({"phase": phase["name"], "epoch": epoch + 1,
+                                 "step": self.pos.global_step, "subnet": label, "resolution": arch.resolution,
+                                 "macs": macs, "val_loss": round(m.loss, 5), "val_top1": round(m.top1, 3),
+                                 "ci_low": round(m.ci_low, 3), "ci_high": round(m.ci_high, 3),
+                                 "train_loss": round(train_loss, 5), "lr": lr,
+                                 "images_per_s": round(images_per_s, 1), "arch": arch.to_json()})
+            self.accelerator.log({f"val_top1/{label}": m.top1, f"val_loss/{label}": m.loss},
+                                 step=self.pos.global_step)
+            line.append(f"{label} {m.top1:.1f}%")
+            if epoch + 1 == phase["epochs"] and m.at_chance(classes):
+                tqdm.write(f"WARNING: the {label} subnet is at chance level after phase {phase['name']!r}: "
+                           f"validation top-1 {m.top1:.1f}% [95% interval {m.ci_low:.1f}, {m.ci_high:.1f}] "
+                           f"contains {100.0 / classes:.1f}% (1/{classes} classes). It is not learning: "
+                           "check the labels, lower the phase's lr or train longer", file=sys.stderr)
+        if self.progress:
+            tqdm.write(f"{phase['name']} {epoch + 1}/{phase['epochs']} (step {self.pos.global_step}): "
+                       f"validation top-1 {', '.join(line)}; train loss {train_loss:.3f}, "
+                       f"{images_per_s:.0f} images/s")
+
+    # -- the end ----------------------------------------------------------------------------------------------
     def _finish(self) -> TrainResult:
         acc = self.accelerator
         largest = self.net.space.largest()
         self.net.set_active(largest)
         # The stored statistics (the largest arch's) are re-estimated on the calibration images, as evaluation
         # does, so the saved supernet's largest arch runs as it was measured (same images on every process).
-        ofa.calibrate_bn(self.net, self._calib_loader(largest.resolution))
+        ofa.calibrate_bn(self.net, calib_loader(self.data, largest.resolution, self.config["eval"]))
         self.net.data_config = copy.deepcopy(self.data.data_config)
         weights = self.run_dir / "supernet.safetensors"
         if self.main:
@@ -373,7 +357,7 @@ class Trainer:
             atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(log)))
         acc.wait_for_everyone()
         acc.end_training()
-        return TrainResult(self.run_dir, weights, self.pos["global_step"], self.metrics.read() if self.main else [],
+        return TrainResult(self.run_dir, weights, self.pos.global_step, self.metrics.read() if self.main else [],
                            self.main, sorted(UNREADABLE))
 
 
@@ -386,26 +370,7 @@ def train(config: dict[str, Any] | str | os.PathLike | None = None, out: str | o
     ``overrides`` replaces top-level config entries (e.g. ``{"mixed_precision": "bf16"}``). ``on_step`` is called
     after every optimizer step with the Trainer (``.pos``: phase, epoch, batch, global_step; ``.net``).
     """
-    if resume is not None:
-        run_dir = Path(resume)
-        if config is not None:
-            raise OFAError("--resume continues a run with its own config.yaml; do not pass --config as well")
-        if not (run_dir / "config.yaml").is_file():
-            raise OFAError(f"{run_dir} is not a run directory (no config.yaml); start a run with --config and --out")
-        raw = read_config(run_dir / "config.yaml")
-        if "timm" in raw:
-            raw.pop("supernet", None)  # recorded for readers; the run is rebuilt from its timm entry
-    else:
-        if config is None or out is None:
-            raise OFAError("give --config CONFIG and --out RUN (or --resume RUN)")
-        raw = read_config(config) if not isinstance(config, dict) else copy.deepcopy(config)
-        run_dir = Path(out)
-        if (run_dir / "config.yaml").exists() or (run_dir / "checkpoints").exists():
-            raise OFAError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
-                           "another --out")
-    if overrides:
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-    resolved = resolve_config(raw)
+    resolved, run_dir = run_config(config, out, resume, overrides)
     resolved["threads"] = resolved["threads"] or default_threads()  # fixed for the run, recorded in config.yaml
     with num_threads(resolved["threads"]):
         trainer = Trainer(resolved, run_dir, resume=resume is not None, progress=progress, on_step=on_step)
