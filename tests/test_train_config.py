@@ -131,3 +131,28 @@ def test_a_process_starved_of_cpu_time_is_hinted(capsys, monkeypatch):
         clock.update(wall=20.0, cpu=20.0)  # 4 s of CPU in 10 s on 2 threads: others hold the cores
         watch.update(0, 95.0)
     assert "got 20% of the CPU time its 2 threads could use" in capsys.readouterr().err
+
+
+def test_the_config_dataclass_round_trips_and_checks_values_made_in_code():
+    from ofa.errors import OFAError
+    from train.config import Phase, TrainConfig
+
+    config = TrainConfig.from_dict(copy.deepcopy(BASE))
+    assert config.phases[1].space == {"depths": "all"} and config.phases[1].num_random == config.num_random
+    assert TrainConfig.from_dict(config.to_dict()) == config  # what config.yaml records reads back as itself
+    made = TrainConfig(supernet={"name": "ofa_resnet_tiny"}, data="mnist5k",
+                       phases=[Phase("full", 1, 0.1), {"name": "depth", "epochs": 1, "lr": 0.05, "depths": "all"}])
+    assert made == config
+    with pytest.raises(OFAError, match="config: batch_size must be a positive integer; got 0"):
+        TrainConfig(supernet={"name": "ofa_resnet_tiny"}, batch_size=0, phases=[Phase("full", 1, 0.1)])
+    with pytest.raises(OFAError, match="phase 'full': lr must be a number > 0; got -1"):
+        Phase("full", 1, -1)
+
+
+def test_a_checkpoint_position_reads_back_as_it_was_written():
+    from train.position import Position
+
+    written = {"phase": 1, "epoch": 0, "batch": 2, "global_step": 5, "phase_step": 2, "loss_sum": 4.5, "loss_n": 2}
+    pos = Position.from_dict(written)  # the dict checkpoints have always held
+    assert pos.to_dict() == written and list(pos.to_dict()) == list(written)
+    assert pos["global_step"] == 5 and pos.mean_loss == 2.25

@@ -2,7 +2,8 @@
 file is written, and a bad value names the key, what was given and what is allowed.
 
 A ``Check`` is a predicate with the sentence that describes what it allows; ``check_section`` applies a table
-of them to one mapping of the config (top level, ``data``, ``eval``, ...).
+of them to one mapping of the config (top level, ``data``, ``eval``, ...). The optimizer and scheduler settings are
+timm's keyword arguments: ``check_optimizer`` and ``check_scheduler`` let timm itself check them.
 """
 
 from __future__ import annotations
@@ -72,3 +73,45 @@ def keyword_names(*functions: Callable, exclude: set[str] = frozenset()) -> set[
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 names.add(p.name)
     return names - set(exclude)
+
+
+SET_BY_PHASES = {"num_epochs", "warmup_epochs", "updates_per_epoch", "step_on_epochs"}  # scheduler args we own
+
+
+def check_optimizer(args: dict[str, Any]) -> None:
+    """timm builds the optimizer: a throwaway one on one parameter checks the name and every keyword now."""
+    import timm.optim
+    import torch
+
+    opt = args.get("opt", "sgd")
+    if not isinstance(opt, str) or opt.lower() not in timm.optim.list_optimizers():
+        raise OFAError(f"optimizer: opt {opt!r} is not a timm optimizer; allowed: e.g. sgd, momentum, adamw, "
+                       "lamb, lion (all: timm.optim.list_optimizers())")
+    for key, check in (("weight_decay", number(0)), ("momentum", number(0, 1, high_open=True))):
+        if key in args and not check.test(args[key]):
+            raise OFAError(f"optimizer: {key} must be {check.allowed}; got {args[key]!r}")
+    try:
+        timm.optim.create_optimizer_v2(torch.nn.Linear(1, 1), lr=0.1, **args)
+    except (TypeError, ValueError) as e:
+        raise OFAError(f"optimizer: {e} (timm.optim.create_optimizer_v2 with opt={opt!r})") from None
+
+
+def check_scheduler(args: dict[str, Any]) -> None:
+    """The same for the scheduler, whose epochs and warmup each phase sets."""
+    import timm.optim
+    import timm.scheduler
+    import torch
+
+    owned = sorted(SET_BY_PHASES & set(args))
+    if owned:
+        raise OFAError(f"scheduler: {owned[0]} is set per phase (epochs, warmup_epochs), not here")
+    for key in ("warmup_lr", "min_lr"):
+        if key in args and not number(0).test(args[key]):
+            raise OFAError(f"scheduler: {key} must be a number >= 0; got {args[key]!r}")
+    optimizer = timm.optim.create_optimizer_v2(torch.nn.Linear(1, 1), opt="sgd", lr=0.1)
+    try:
+        timm.scheduler.create_scheduler_v2(optimizer, num_epochs=2, step_on_epochs=False, updates_per_epoch=1,
+                                           **args)
+    except (TypeError, ValueError) as e:
+        raise OFAError(f"scheduler: {e} (allowed sched: cosine, tanh, step, multistep, plateau, poly, rsqrt, "
+                       "constant)") from None

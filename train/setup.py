@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -14,11 +13,13 @@ import ofa
 from ofa.data import Data
 from ofa.errors import OFAError
 
+from .config import Phase, TrainConfig
 
-def build_supernet(config: dict[str, Any], data: Data) -> nn.Module:
+
+def build_supernet(config: TrainConfig, data: Data) -> nn.Module:
     """The supernet a config names, sized to the data's classes and channels."""
-    if "timm" in config:
-        entry = dict(config["timm"])
+    if config.timm is not None:
+        entry = dict(config.timm)
         name = entry.pop("name")
         entry.pop("skip_first_phase", None)
         net = ofa.from_timm(name, num_classes=data.num_classes, in_chans=data.in_chans, **entry)
@@ -26,7 +27,7 @@ def build_supernet(config: dict[str, Any], data: Data) -> nn.Module:
             raise OFAError(f"timm model {name!r} takes {net.in_chans} input channels but the data "
                            f"{data.name!r} has {data.in_chans}")
         return net
-    entry = dict(config["supernet"])
+    entry = dict(config.supernet)
     name = entry.pop("name")
     for key, value in (("num_classes", data.num_classes), ("in_chans", data.in_chans)):
         given = entry.pop(key, value)
@@ -36,15 +37,15 @@ def build_supernet(config: dict[str, Any], data: Data) -> nn.Module:
     return ofa.create_supernet(name, num_classes=data.num_classes, in_chans=data.in_chans, **entry)
 
 
-def make_optimizer(net: nn.Module, config: dict[str, Any], phase: dict[str, Any], steps_per_epoch: int):
+def make_optimizer(net: nn.Module, config: TrainConfig, phase: Phase, steps_per_epoch: int):
     """A phase's fresh timm optimizer and its per-step scheduler (warmup, then the config's schedule)."""
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
 
-    optimizer = create_optimizer_v2(net, lr=float(phase["lr"]), **dict(config["optimizer"]))
-    scheduler, _ = create_scheduler_v2(optimizer, num_epochs=phase["epochs"], warmup_epochs=phase["warmup_epochs"],
+    optimizer = create_optimizer_v2(net, lr=float(phase.lr), **dict(config.optimizer))
+    scheduler, _ = create_scheduler_v2(optimizer, num_epochs=phase.epochs, warmup_epochs=phase.warmup_epochs,
                                        step_on_epochs=False, updates_per_epoch=steps_per_epoch,
-                                       **dict(config["scheduler"]))
+                                       **dict(config.scheduler))
     return optimizer, scheduler
 
 
@@ -59,20 +60,20 @@ def state_hash(module: nn.Module, params_only: bool = False) -> str:
     return h.hexdigest()
 
 
-def make_accelerator(config: dict[str, Any], run_dir: Path):
+def make_accelerator(config: TrainConfig, run_dir: Path):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, is_tensorboard_available
 
     # Elastic depth leaves whole blocks unused by a subnet: DDP must not wait for their gradients.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     # cpu=True when no GPU exists, so that `torchrun --nproc_per_node N` on CPU forms one gloo group.
-    cpu = bool(config["cpu"]) or not torch.cuda.is_available()
-    log_with = config["log_with"]
+    cpu = bool(config.cpu) or not torch.cuda.is_available()
+    log_with = config.log_with
     if log_with == "tensorboard" and not is_tensorboard_available():  # accelerate would drop it silently
         raise OFAError("log_with: tensorboard needs the tensorboard package: pip install 'ofa-supernet[tensorboard]'")
     try:
-        return Accelerator(cpu=cpu, mixed_precision=config["mixed_precision"], kwargs_handlers=[ddp],
-                           gradient_accumulation_steps=config["gradient_accumulation_steps"], log_with=log_with,
+        return Accelerator(cpu=cpu, mixed_precision=config.mixed_precision, kwargs_handlers=[ddp],
+                           gradient_accumulation_steps=config.gradient_accumulation_steps, log_with=log_with,
                            project_dir=str(run_dir))
     except ValueError as e:
         if "already been initialized" not in str(e):
@@ -82,5 +83,5 @@ def make_accelerator(config: dict[str, Any], run_dir: Path):
 
         raise OFAError(f"this process already trained with mixed_precision={AcceleratorState().mixed_precision!r} "
                        f"and accelerate allows one setting per process; train with "
-                       f"mixed_precision={config['mixed_precision']!r} in a new process (or restart the notebook "
+                       f"mixed_precision={config.mixed_precision!r} in a new process (or restart the notebook "
                        "kernel)") from None

@@ -32,7 +32,7 @@ from ofa.sorting import check_criterion
 from ofa.timing import default_threads, num_threads
 
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import phase_space, run_config, widens, write_config
+from .config import TrainConfig, phase_space, run_config, widens, write_config
 from .evaluation import calib_loader, evaluate_subnets
 from .guards import Interrupted, StopRequest, ThroughputWatch
 from .metrics import MetricsLog
@@ -58,36 +58,36 @@ class TrainResult:
 class Trainer:
     """One run: the config, the data, the supernet and the position in the schedule."""
 
-    def __init__(self, config: dict[str, Any], run_dir: Path, resume: bool = False, progress: bool = True,
-                 on_step: Callable[[Trainer], None] | None = None) -> None:
+    def __init__(self, config: TrainConfig | dict[str, Any], run_dir: Path, resume: bool = False,
+                 progress: bool = True, on_step: Callable[[Trainer], None] | None = None) -> None:
+        config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         self.config, self.run_dir, self.progress, self.on_step = config, run_dir, progress, on_step
-        self.seed = int(config["seed"])
+        self.seed = int(config.seed)
         torch.manual_seed(self.seed)
-        d = config["data"]
-        self.data = load_data(d["spec"], root=d["root"], seed=d["seed"], download=d["download"],
-                              augment=d.get("augment"))
-        if d.get("check_images"):
+        d = config.data
+        self.data = load_data(d.spec, root=d.root, seed=d.seed, download=d.download, augment=d.augment)
+        if d.check_images:
             check_images(self.data)
         self.net = build_supernet(config, self.data)
         self.net.data_config = copy.deepcopy(self.data.data_config)
-        if config["channels_last"]:
+        if config.channels_last:
             # Convolutions follow their weights' memory format; on a CPU the NHWC (mkldnn) depthwise backward is
             # several times faster than the NCHW one, which dominates a MobileNet step. Same math, other layout.
             self.net.to(memory_format=torch.channels_last)
-        self.phases = config["phases"]
+        self.phases = config.phases
         self.spaces = [phase_space(self.net.space, p) for p in self.phases]  # checks every phase up front
         if any(widens(a, b) for a, b in zip(self.spaces, self.spaces[1:])):
-            check_criterion(self.net, config["sort_criterion"])
+            check_criterion(self.net, config.sort_criterion)
         self.accelerator = make_accelerator(config, run_dir)
         self.main = self.accelerator.is_main_process
         self.resolution = max(self.net.space.resolutions)  # the loader's; subnets resize on the fly
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
-        self.steps_per_epoch = len(self.data.splits["train"][1]) // (config["batch_size"] * self.world)
-        if config["max_steps_per_epoch"]:
-            self.steps_per_epoch = min(self.steps_per_epoch, int(config["max_steps_per_epoch"]))
+        self.steps_per_epoch = len(self.data.splits["train"][1]) // (config.batch_size * self.world)
+        if config.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, int(config.max_steps_per_epoch))
         if self.steps_per_epoch < 1:
             raise OFAError(f"the training split ({self.data.split_sizes['train']} images) is smaller than one "
-                           f"global batch ({config['batch_size']} x {self.world} processes); lower batch_size")
+                           f"global batch ({config.batch_size} x {self.world} processes); lower batch_size")
         self.metrics = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
         self.teacher: nn.Module | None = None
         self.sorted_phases: list[int] = []
@@ -100,8 +100,8 @@ class Trainer:
         self._start_where(resume)
         self._resume = self.checkpoint  # its optimizer state, until the phase it was saved in starts
         self.model = self.accelerator.prepare_model(self.net)
-        if config["log_with"]:
-            hparams = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
+        if config.log_with:
+            hparams = {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
             self.accelerator.init_trackers("tensorboard", config=hparams)  # -> RUN/tensorboard/
 
     def _start_where(self, resume: bool) -> None:
@@ -117,7 +117,7 @@ class Trainer:
             self.checkpoint = load_checkpoint(path)
             self.checkpoint_path = path
             self._restore(self.checkpoint)
-        elif "timm" in self.config and self.config["timm"].get("skip_first_phase"):
+        elif self.config.timm is not None and self.config.timm.get("skip_first_phase"):
             if self.net.origin.get("checkpoint_path") and self._head_fits():
                 self.pos.phase = 1
                 self._make_teacher()
@@ -145,7 +145,7 @@ class Trainer:
         self.metrics.truncate(int(ckpt["metrics_rows"]))
 
     def _make_teacher(self, state: dict | None = None) -> None:
-        if float(self.config["kd_ratio"]) <= 0:
+        if float(self.config.kd_ratio) <= 0:
             return
         teacher = copy.deepcopy(self.net)
         if state is not None:
@@ -168,12 +168,12 @@ class Trainer:
 
     def _run_epoch(self, p: int, optimizer, scheduler) -> None:
         cfg, phase, epoch = self.config, self.phases[p], self.pos.epoch
-        data_epoch = sum(ph["epochs"] for ph in self.phases[:p]) + epoch  # a new order every epoch
-        loader = self.data.train_loader(self.resolution, cfg["batch_size"], seed=self.seed, epoch=data_epoch,
+        data_epoch = sum(ph.epochs for ph in self.phases[:p]) + epoch  # a new order every epoch
+        loader = self.data.train_loader(self.resolution, cfg.batch_size, seed=self.seed, epoch=data_epoch,
                                         rank=self.rank, world=self.world, start=self.pos.batch,
-                                        num_workers=cfg["num_workers"], augment=cfg["augment"])
+                                        num_workers=cfg.num_workers, augment=cfg.augment)
         bar = tqdm(total=self.steps_per_epoch, initial=self.pos.batch, leave=False, dynamic_ncols=True,
-                   desc=f"{phase['name']} {epoch + 1}/{phase['epochs']}", disable=not (self.progress and self.main))
+                   desc=f"{phase.name} {epoch + 1}/{phase.epochs}", disable=not (self.progress and self.main))
         t0, images = time.perf_counter(), 0
         self.throughput.start()
         try:
@@ -186,7 +186,7 @@ class Trainer:
                 self.accelerator.log({"train/loss": loss, "train/lr": optimizer.param_groups[0]["lr"]},
                                      step=self.pos.global_step)  # a no-op without log_with
                 bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
-                if self.pos.global_step % cfg["checkpoint_every"] == 0 and self.pos.batch < self.steps_per_epoch:
+                if self.pos.global_step % cfg.checkpoint_every == 0 and self.pos.batch < self.steps_per_epoch:
                     self._save(optimizer, scheduler)
                 if self.on_step is not None:
                     self.on_step(self)
@@ -207,7 +207,7 @@ class Trainer:
         self.pos.next_epoch()
         self.throughput.update(p, images_per_s)
         self.evaluate_epoch(p, epoch, train_loss, lr, images_per_s)
-        if self.pos.epoch == self.phases[p]["epochs"]:
+        if self.pos.epoch == self.phases[p].epochs:
             self._end_phase(p)
         self._save(optimizer, scheduler)
         if self.pos.phase < len(self.phases):
@@ -223,13 +223,13 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         self._in_step = True  # until it returns, a Ctrl-C leaves the last checkpoint standing
         images, labels = images.to(acc.device), labels.to(acc.device)
-        archs = sample_subnets(self.spaces[p], self.seed, self.pos.global_step, self.phases[p]["num_random"])
-        if cfg["log_subnets"]:
+        archs = sample_subnets(self.spaces[p], self.seed, self.pos.global_step, self.phases[p].num_random)
+        if cfg.log_subnets:
             self.subnet_log.append([a.key() for a in archs])
         with acc.accumulate(self.model):
             result = sandwich_backward(self.model, self.net, archs, images, labels,
-                                       label_smoothing=float(cfg["label_smoothing"]), teacher=self.teacher,
-                                       kd_ratio=float(cfg["kd_ratio"]), temperature=float(cfg["kd_temperature"]),
+                                       label_smoothing=float(cfg.label_smoothing), teacher=self.teacher,
+                                       kd_ratio=float(cfg.kd_ratio), temperature=float(cfg.kd_temperature),
                                        accelerator=acc)
             total = result.total
             if self.world > 1:  # every process must agree to stop
@@ -246,7 +246,7 @@ class Trainer:
         return float(total)
 
     def _non_finite(self, p: int, total: float, archs: list) -> NonFiniteLossError:
-        where = f"phase {self.phases[p]['name']!r}, epoch {self.pos.epoch + 1}, step {self.pos.global_step + 1}"
+        where = f"phase {self.phases[p].name!r}, epoch {self.pos.epoch + 1}, step {self.pos.global_step + 1}"
         last = getattr(self, "checkpoint_path", None)
         return NonFiniteLossError(
             f"the loss became {total} at {where} (subnets {[a.key() for a in archs]}); stopped without writing "
@@ -279,7 +279,7 @@ class Trainer:
         return optimizer, scheduler
 
     def _sort_channels(self) -> None:
-        criterion, device = self.config["sort_criterion"], self.accelerator.device
+        criterion, device = self.config.sort_criterion, self.accelerator.device
         batches = None
         if criterion == "taylor":  # the same calibration images on every process
             batches = [(x.to(device), y.to(device))
@@ -300,7 +300,7 @@ class Trainer:
         if self.main:
             self.checkpoint_path = save_checkpoint(self.run_dir, self.pos.global_step,
                                                    self._checkpoint_state(optimizer, scheduler),
-                                                   keep=self.config["keep_checkpoints"])
+                                                   keep=self.config.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
     # -- evaluation ------------------------------------------------------------------------------------------
@@ -308,9 +308,9 @@ class Trainer:
         if not self.main:
             return
         phase, classes, line = self.phases[p], self.data.num_classes, []
-        for label, arch, m in evaluate_subnets(self.net, self.data, self.spaces[p], self.config["eval"]):
+        for label, arch, m in evaluate_subnets(self.net, self.data, self.spaces[p], self.config.eval):
             macs, _ = self.net.costs(arch)
-            self.metrics.append({"phase": phase["name"], "epoch": epoch + 1,
+            self.metrics.append({"phase": phase.name, "epoch": epoch + 1,
                                  "step": self.pos.global_step, "subnet": label, "resolution": arch.resolution,
                                  "macs": macs, "val_loss": round(m.loss, 5), "val_top1": round(m.top1, 3),
                                  "ci_low": round(m.ci_low, 3), "ci_high": round(m.ci_high, 3),
@@ -319,13 +319,13 @@ class Trainer:
             self.accelerator.log({f"val_top1/{label}": m.top1, f"val_loss/{label}": m.loss},
                                  step=self.pos.global_step)
             line.append(f"{label} {m.top1:.1f}%")
-            if epoch + 1 == phase["epochs"] and m.at_chance(classes):
-                tqdm.write(f"WARNING: the {label} subnet is at chance level after phase {phase['name']!r}: "
+            if epoch + 1 == phase.epochs and m.at_chance(classes):
+                tqdm.write(f"WARNING: the {label} subnet is at chance level after phase {phase.name!r}: "
                            f"validation top-1 {m.top1:.1f}% [95% interval {m.ci_low:.1f}, {m.ci_high:.1f}] "
                            f"contains {100.0 / classes:.1f}% (1/{classes} classes). It is not learning: "
                            "check the labels, lower the phase's lr or train longer", file=sys.stderr)
         if self.progress:
-            tqdm.write(f"{phase['name']} {epoch + 1}/{phase['epochs']} (step {self.pos.global_step}): "
+            tqdm.write(f"{phase.name} {epoch + 1}/{phase.epochs} (step {self.pos.global_step}): "
                        f"validation top-1 {', '.join(line)}; train loss {train_loss:.3f}, "
                        f"{images_per_s:.0f} images/s")
 
@@ -336,7 +336,7 @@ class Trainer:
         self.net.set_active(largest)
         # The stored statistics (the largest arch's) are re-estimated on the calibration images, as evaluation
         # does, so the saved supernet's largest arch runs as it was measured (same images on every process).
-        ofa.calibrate_bn(self.net, calib_loader(self.data, largest.resolution, self.config["eval"]))
+        ofa.calibrate_bn(self.net, calib_loader(self.data, largest.resolution, self.config.eval))
         self.net.data_config = copy.deepcopy(self.data.data_config)
         weights = self.run_dir / "supernet.safetensors"
         if self.main:
@@ -349,7 +349,7 @@ class Trainer:
 
             for buffer in self.net.buffers():
                 dist.broadcast(buffer.data, src=0)
-        if self.config["log_subnets"]:
+        if self.config.log_subnets:
             log = {"rank": self.rank, "world_size": self.world, "final_weights_sha256": state_hash(self.net),
                    "final_parameters_sha256": params_hash,
                    "subnets": self.subnet_log}
@@ -361,7 +361,7 @@ class Trainer:
                            self.main, sorted(UNREADABLE))
 
 
-def train(config: dict[str, Any] | str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+def train(config: TrainConfig | dict[str, Any] | str | os.PathLike | None = None, out: str | os.PathLike | None = None,
           resume: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, progress: bool = True,
           on_step: Callable[[Trainer], None] | None = None) -> TrainResult:
     """Train a supernet through every phase of ``config`` into the run directory ``out``; or, with
@@ -371,8 +371,8 @@ def train(config: dict[str, Any] | str | os.PathLike | None = None, out: str | o
     after every optimizer step with the Trainer (``.pos``: phase, epoch, batch, global_step; ``.net``).
     """
     resolved, run_dir = run_config(config, out, resume, overrides)
-    resolved["threads"] = resolved["threads"] or default_threads()  # fixed for the run, recorded in config.yaml
-    with num_threads(resolved["threads"]):
+    resolved.threads = resolved.threads or default_threads()  # fixed for the run, recorded in config.yaml
+    with num_threads(resolved.threads):
         trainer = Trainer(resolved, run_dir, resume=resume is not None, progress=progress, on_step=on_step)
         if resume is None and trainer.main:
             write_config(run_dir, resolved, trainer.net)
