@@ -368,7 +368,8 @@ def train(config: TrainConfig | dict[str, Any] | str | os.PathLike | None = None
     ``resume=RUN``, continue RUN from its last checkpoint (with RUN's own config.yaml).
 
     ``overrides`` replaces top-level config entries (e.g. ``{"mixed_precision": "bf16"}``). ``on_step`` is called
-    after every optimizer step with the Trainer (``.pos``: phase, epoch, batch, global_step; ``.net``).
+    after every optimizer step with the Trainer (``.pos``: its :class:`Position`, phase, epoch, batch, global_step;
+    ``.net``).
     """
     resolved, run_dir = run_config(config, out, resume, overrides)
     resolved.threads = resolved.threads or default_threads()  # fixed for the run, recorded in config.yaml
