@@ -49,12 +49,9 @@ class DepthwiseSeparable(nn.Module):
     def __init__(self, in_c: int, mid: int, out: int, kernel: int | Sequence[int], stride: int, se: int, act: str,
                  skip: bool, se_act: str | None, se_gate: str, layers: Layers = STATIC) -> None:
         super().__init__()
-        self.conv_dw = layers.dw_conv(in_c, kernel, stride)
-        self.bn1 = layers.bn(in_c)
-        self.act1 = make_act(act)
+        self.conv_dw, self.bn1, self.act1 = layers.dw_conv(in_c, kernel, stride), layers.bn(in_c), make_act(act)
         self.se = SqueezeExcite(in_c, se, se_act or act, se_gate, layers) if se else None
-        self.conv_pw = layers.conv(in_c, out, 1)
-        self.bn2 = layers.bn(out)
+        self.conv_pw, self.bn2 = layers.conv(in_c, out, 1), layers.bn(out)
         self.has_skip = skip
 
     def set_channels(self, in_c: int, out: int, se: int) -> None:
@@ -68,8 +65,7 @@ class DepthwiseSeparable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.act1(self.bn1(self.conv_dw(x)))
-        if self.se is not None:
-            x = self.se(x)
+        x = x if self.se is None else self.se(x)
         x = self.bn2(self.conv_pw(x))
         return x + shortcut if self.has_skip else x
 
@@ -80,15 +76,10 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_c: int, mid: int, out: int, kernel: int | Sequence[int], stride: int, se: int, act: str,
                  skip: bool, se_act: str | None, se_gate: str, layers: Layers = STATIC) -> None:
         super().__init__()
-        self.conv_pw = layers.conv(in_c, mid, 1)
-        self.bn1 = layers.bn(mid)
-        self.act1 = make_act(act)
-        self.conv_dw = layers.dw_conv(mid, kernel, stride)
-        self.bn2 = layers.bn(mid)
-        self.act2 = make_act(act)
+        self.conv_pw, self.bn1, self.act1 = layers.conv(in_c, mid, 1), layers.bn(mid), make_act(act)
+        self.conv_dw, self.bn2, self.act2 = layers.dw_conv(mid, kernel, stride), layers.bn(mid), make_act(act)
         self.se = SqueezeExcite(mid, se, se_act or act, se_gate, layers) if se else None
-        self.conv_pwl = layers.conv(mid, out, 1)
-        self.bn3 = layers.bn(out)
+        self.conv_pwl, self.bn3 = layers.conv(mid, out, 1), layers.bn(out)
         self.has_skip = skip
 
     def set_channels(self, mid: int, out: int, kernel: int, se: int) -> None:
@@ -114,8 +105,7 @@ class InvertedResidual(nn.Module):
         shortcut = x
         x = self.act1(self.bn1(self.conv_pw(x)))
         x = self.act2(self.bn2(self.conv_dw(x)))
-        if self.se is not None:
-            x = self.se(x)
+        x = x if self.se is None else self.se(x)
         x = self.bn3(self.conv_pwl(x))
         return x + shortcut if self.has_skip else x
 

@@ -49,12 +49,8 @@ class BasicBlock(_ResidualBlock):
     def __init__(self, in_c: int, mid: int, out: int, stride: int, downsample: bool,
                  layers: Layers = STATIC) -> None:
         super().__init__()
-        self.conv1 = layers.conv(in_c, mid, 3, stride)
-        self.bn1 = layers.bn(mid)
-        self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = layers.conv(mid, out, 3)
-        self.bn2 = layers.bn(out)
-        self.act2 = nn.ReLU(inplace=True)
+        self.conv1, self.bn1, self.act1 = layers.conv(in_c, mid, 3, stride), layers.bn(mid), nn.ReLU(inplace=True)
+        self.conv2, self.bn2, self.act2 = layers.conv(mid, out, 3), layers.bn(out), nn.ReLU(inplace=True)
         self._shortcut(layers, in_c, out, stride, downsample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,15 +66,9 @@ class Bottleneck(_ResidualBlock):
     def __init__(self, in_c: int, mid: int, out: int, stride: int, downsample: bool,
                  layers: Layers = STATIC) -> None:
         super().__init__()
-        self.conv1 = layers.conv(in_c, mid, 1)
-        self.bn1 = layers.bn(mid)
-        self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = layers.conv(mid, mid, 3, stride)
-        self.bn2 = layers.bn(mid)
-        self.act2 = nn.ReLU(inplace=True)
-        self.conv3 = layers.conv(mid, out, 1)
-        self.bn3 = layers.bn(out)
-        self.act3 = nn.ReLU(inplace=True)
+        self.conv1, self.bn1, self.act1 = layers.conv(in_c, mid, 1), layers.bn(mid), nn.ReLU(inplace=True)
+        self.conv2, self.bn2, self.act2 = layers.conv(mid, mid, 3, stride), layers.bn(mid), nn.ReLU(inplace=True)
+        self.conv3, self.bn3, self.act3 = layers.conv(mid, out, 1), layers.bn(out), nn.ReLU(inplace=True)
         self._shortcut(layers, in_c, out, stride, downsample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
