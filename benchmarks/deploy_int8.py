@@ -136,7 +136,7 @@ def bench_int8_run(run: Path, threads: int | None, repeats: int) -> dict:
         if (run / "latency").is_dir():
             shutil.copytree(run / "latency", copy / "latency")
         result = deploy_run(copy, int8=True, repeats=repeats, threads=threads, progress=False)
-    return {d: {"macs": r["macs"], **r["int8"]} for d, r in result.devices.items()}
+    return {d: {"macs": r.macs, **r.int8} for d, r in result.devices.items()}
 
 
 def main_int8(args, threads: int) -> dict:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from ofa.rundir import RunDir
 
 from ofa.cli.format import THREADS_HELP
 
@@ -60,15 +61,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                         threads=args.threads, progress=not args.quiet, int8=args.int8,
                         int8_tolerance_pp=args.int8_tolerance, force=args.force)
     for device, r in result.devices.items():
-        m = r["top1"]["measured"]
-        predicted = r["latency_predicted_ms"]
-        print(f"{device}: {r['macs'] / 1e6:.2f}M MACs, {r['params'] / 1e6:.3f}M params, "
-              f"latency {r['latency']['batch1']['median_ms']:.3f} ms (b1)"
+        m = r.measured
+        predicted = r.latency_predicted_ms
+        print(f"{device}: {r.macs / 1e6:.2f}M MACs, {r.params / 1e6:.3f}M params, "
+              f"latency {r.batch1['median_ms']:.3f} ms (b1)"
               + (f" / LUT {predicted:.3f} ms" if predicted is not None else "")
               + f", test top-1 {m['top1']:.2f}% [{m['ci_low']:.2f}, {m['ci_high']:.2f}], "
-              f"ONNX diff {r['onnx_check']['max_abs_diff']:.1e} -> {Path(args.run) / 'deploy' / device}")
-        if r.get("int8"):
-            print(f"{device} int8: {int8_line(r['int8'])}")
+              f"ONNX diff {r.onnx_check['max_abs_diff']:.1e} -> {RunDir(args.run).device_dir(device)}")
+        if r.int8:
+            print(f"{device} int8: {int8_line(r.int8)}")
     if result.slimmable is not None:
         print(f"slimmable: {result.slimmable}")
     print(f"report: {result.report}")

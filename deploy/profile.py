@@ -31,6 +31,7 @@ import ofa
 from ofa.fold import prepare_for_inference
 from ofa.latency import LatencyTable, distinct_units
 from ofa.registry import get_family
+from ofa.rundir import RunDir
 from ofa.timing import num_threads, summarize, time_forward
 
 
@@ -69,7 +70,7 @@ def _supernet(supernet: str | nn.Module) -> nn.Module:
     path = Path(str(supernet))
     if path.suffix in (".safetensors", ".json") or path.is_dir():
         if path.is_dir():
-            path = path / "supernet.safetensors"
+            path = RunDir(path).supernet
         return ofa.load(path)
     return ofa.create_supernet(str(supernet))
 

@@ -13,7 +13,6 @@ all, or ``precision: int8`` in its budget) also gets ``model.int8.onnx``, measur
 from __future__ import annotations
 
 import copy
-import json
 import os
 import platform
 import shutil
@@ -30,8 +29,9 @@ from tqdm import tqdm
 import ofa
 from ofa.errors import OFAError
 from ofa.fold import fold_bn, prepare_for_inference
-from ofa.io import apply_umask, read_json
-from ofa.latency import LatencyTable, check_precision, table_key
+from ofa.io import apply_umask
+from ofa.latency import LatencyTable, check_precision
+from ofa.rundir import DeployReport, RunDir, SelectedDevice, Selection, SlimmableReport
 from ofa.timing import measure_latency_checked, num_threads, time_pair
 
 from .export import export_onnx, export_program, require_export_packages, verify_onnx, verify_program
@@ -42,34 +42,34 @@ from .slimmable import SlimmableNet, check_nested, state_bytes
 @dataclass
 class DeployResult:
     run: Path
-    devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> its report.json content
+    devices: dict[str, DeployReport] = field(default_factory=dict)  # device -> its report.json
     report: Path | None = None
     slimmable: Path | None = None
 
 
-def read_selected(run: Path) -> dict[str, Any]:
+def read_selected(run: Path) -> Selection:
     if not run.is_dir():
         raise OFAError(f"run directory {run} does not exist; give the folder `ofa train --out` wrote")
-    path = run / "search" / "selected.json"
+    path = RunDir(run).selection
     if not path.is_file():
         raise OFAError(f"{path} does not exist; run `ofa search {run}` first to choose a subnet per device")
-    selected = read_json(path, hint="run `ofa search` again")
-    if not isinstance(selected, dict) or not isinstance(selected.get("devices"), dict) or not selected["devices"]:
+    selected = Selection.read(path, hint="run `ofa search` again")
+    if not selected.devices:
         raise OFAError(f"{path} lists no devices (expected a 'devices' object); run `ofa search` again")
     return selected
 
 
-def _device_order(selected: dict[str, Any], devices: list[str] | None) -> list[str]:
-    known = list(selected.get("order") or []) + [d for d in selected["devices"] if d not in (selected.get("order") or [])]
+def _device_order(selected: Selection, devices: list[str] | None) -> list[str]:
+    known = selected.ordered()
     if not devices:
         return known
     for d in devices:
-        if d not in selected["devices"]:
+        if d not in selected.devices:
             raise OFAError(f"device {d!r} is not in search/selected.json; available: {', '.join(known)}")
     return [d for d in known if d in devices]
 
 
-def _latency_table(run: Path, device: str, entry: dict[str, Any], explicit: str | os.PathLike | None,
+def _latency_table(run: Path, device: str, entry: SelectedDevice, explicit: str | os.PathLike | None,
                    precision: str = "float32"):
     """The table to predict this device's latency with: the given path if it times this precision, else
     RUN/latency/<device>.json (RUN/latency/<device>.int8.json for an int8 device)."""
@@ -77,21 +77,18 @@ def _latency_table(run: Path, device: str, entry: dict[str, Any], explicit: str 
         table = LatencyTable.load(explicit)
         if table.precision == precision:
             return table, Path(explicit)
-    budget = entry.get("budget") or {}
+    budget = entry.budget or {}
     for name in (budget.get("latency_device"), device):
-        path = run / "latency" / f"{table_key(name, precision)}.json" if name else None
+        path = RunDir(run).latency_table(name, precision) if name else None
         if path is not None and path.is_file():
             return LatencyTable.load(path), path
     return None, None
 
 
-def device_precisions(selected: dict[str, Any], names: list[str], int8: bool) -> dict[str, str]:
+def device_precisions(selected: Selection, names: list[str], int8: bool) -> dict[str, str]:
     """Each device's precision: int8 for all with ``int8``, else its budget's ``precision`` (default float32)."""
-    out = {}
-    for d in names:
-        precision = "int8" if int8 else (selected["devices"][d].get("budget") or {}).get("precision") or "float32"
-        out[d] = check_precision(precision, f"search/selected.json: device {d!r}")
-    return out
+    return {d: check_precision("int8" if int8 else selected.devices[d].precision,
+                               f"search/selected.json: device {d!r}") for d in names}
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -135,14 +132,14 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
     precisions = device_precisions(selected, names, int8)
     if "int8" in precisions.values():
         require_int8_packages()
-    supernet_path = run / selected.get("supernet", "supernet.safetensors")
+    supernet_path = run / selected.supernet
     net = ofa.load(supernet_path).eval()
     archs = {}
     for d in names:  # every selected arch must belong to this supernet's space: checked before any work
         try:
-            archs[d] = net.space.arch_from_dict(selected["devices"][d]["arch"])
+            archs[d] = net.space.arch_from_dict(selected.devices[d].arch)
         except ofa.ArchError as e:
-            raise OFAError(f"{run / 'search' / 'selected.json'}: device {d!r}: {e} (was it searched with another "
+            raise OFAError(f"{RunDir(run).selection}: device {d!r}: {e} (was it searched with another "
                            "supernet?)") from None
     if slimmable:  # refuse non-nested subnets before any work is done
         try:
@@ -154,7 +151,7 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
     result = DeployResult(run)
     statics = []
     for device in tqdm(names, desc="deploying", disable=not progress):
-        entry = selected["devices"][device]
+        entry = selected.devices[device]
         arch = archs[device]
         calib = data.eval_loader("calib", arch.resolution, batch_size=batch_size)
         static = net.extract(arch, calib_batches=calib, num_batches=calib_batches).eval()
@@ -170,14 +167,15 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
         result.devices[device] = report
     if slimmable:
         result.slimmable = _deploy_slimmable(run, names, statics, repeats, warmup, threads)
-    result.report = write_report(run, order=selected.get("order"))
+    result.report = write_report(run, order=selected.order)
     return result
 
 
-def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table, net, arch,
-                timing: dict[str, Any], int8: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
-    (run / "deploy").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{device}.", dir=run / "deploy"))
+def _deploy_one(run: Path, device: str, entry: SelectedDevice, static, data, latency_table, net, arch,
+                timing: dict[str, Any], int8: dict[str, Any] | None = None, force: bool = False) -> DeployReport:
+    paths = RunDir(run)
+    paths.deploy.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{device}.", dir=paths.deploy))
     apply_umask(tmp)  # mkdtemp makes it 0700: a serving process of another user must read the deployed model
     try:
         folded = fold_bn(static)
@@ -206,7 +204,7 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
             if "unstable" in m:
                 print(f"warning: {device}: the {b} latency stayed unsteady over {m['tries']} measurements "
                       f"({m['unstable']}); reported as measured, marked unstable", file=sys.stderr)
-        budget_ms = (entry.get("budget") or {}).get("latency_ms")
+        budget_ms = (entry.budget or {}).get("latency_ms")
         quantized = None
         if int8 is not None:
             from .quantize import int8_report
@@ -216,35 +214,34 @@ def _deploy_one(run: Path, device: str, entry: dict, static, data, latency_table
                                     int8["tolerance_pp"])
         # what a latency budget bounds: the batch-1 median of the form the device runs
         budget_latency = (latency["batch1"] if quantized is None else quantized["latency"]["int8"])["median_ms"]
-        report = {
-            "device": device, "precision": precision, "arch": arch.to_dict(), "budget": entry.get("budget"),
-            "macs": static.description["macs"], "params": static.description["params"],
-            "preprocessing": static.description["data_config"],
-            "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir())},
-            "bn_folded_for_inference": True,
-            "onnx_check": onnx_check, "torch_export_check": program_check,
-            "latency": {"host": platform.node(), "machine": platform.machine(),
-                        "form": "deploy.load (BN folded, channels-last)",
-                        "statistic": "median", **latency},
-            "latency_predicted_ms": predicted_ms,
-            "latency_budget_ms": budget_ms,
-            "within_latency_budget": None if budget_ms is None else budget_latency <= budget_ms,
-            "latency_verified_by_search": entry.get("latency_measured"),
-            "latency_table": None if table is None else {
+        report = DeployReport(
+            device=device, precision=precision, arch=arch.to_dict(), budget=entry.budget,
+            macs=static.description["macs"], params=static.description["params"],
+            preprocessing=static.description["data_config"],
+            files={p.name: p.stat().st_size for p in sorted(tmp.iterdir())},
+            bn_folded_for_inference=True,
+            onnx_check=onnx_check, torch_export_check=program_check,
+            latency={"host": platform.node(), "machine": platform.machine(),
+                     "form": "deploy.load (BN folded, channels-last)", "statistic": "median", **latency},
+            latency_predicted_ms=predicted_ms,
+            latency_budget_ms=budget_ms,
+            within_latency_budget=None if budget_ms is None else budget_latency <= budget_ms,
+            latency_verified_by_search=entry.latency_measured,
+            latency_table=None if table is None else {
                 "device": table.device, "path": str(table_path), "correction": table.correction.get("kind"),
                 "runtime": table.runtime, "precision": table.precision,
                 "mape_pct": table.meta.get("accuracy", {}).get("mape_pct")},
-            "int8": quantized,
-            "top1": {"predicted": entry.get("predicted"),
-                     "measured": {"split": "test", **measured.to_dict(), "n": measured.total},
-                     "measured_by_search": entry.get("measured")},
-        }
+            int8=quantized,
+            top1={"predicted": entry.predicted,
+                  "measured": {"split": "test", **measured.to_dict(), "n": measured.total},
+                  "measured_by_search": entry.measured},
+        )
         if not onnx_check["passed"]:
             raise OFAError(f"{device}: the ONNX file differs from PyTorch by {onnx_check['max_abs_diff']:.2e} "
                            f"(> {onnx_check['tolerance']}); not deployed")
-        (tmp / "report.json").write_text(json.dumps(report, indent=2))
-        report["files"]["report.json"] = (tmp / "report.json").stat().st_size
-        _replace_dir(tmp, run / "deploy" / device)
+        report.write(tmp / "report.json")
+        report.files["report.json"] = (tmp / "report.json").stat().st_size
+        _replace_dir(tmp, paths.device_dir(device))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -288,23 +285,25 @@ def _deploy_slimmable(run: Path, names: list[str], statics: list, repeats: int, 
                 diffs.append(float((timed(x) - static(x)).abs().max()))
             timing.append(_slim_vs_dense(timed, prepare_for_inference(static), shape, repeats, warmup))
     slim.latency_ms = [t["batch1"]["slimmable_ms"] for t in timing]  # what the latency controller picks by
-    tmp = Path(tempfile.mkdtemp(prefix=".slimmable.", dir=run / "deploy"))
+    paths = RunDir(run)
+    tmp = Path(tempfile.mkdtemp(prefix=".slimmable.", dir=paths.deploy))
     apply_umask(tmp)
     try:
         slim.save(tmp / "slimmable.safetensors")
-        report = {"widths": names, "latency_ms_batch1": slim.latency_ms, "threads": threads or torch.get_num_threads(),
-                  "mode": timed.mode, "memory_limit": timed.memory_limit, "memory_bytes": timed.memory_bytes(),
-                  "derived_widths": [names[i] for i in timed.derived_widths],
-                  "memory_bytes_after_drop_stored": _dropped_memory(slim),
-                  "largest_dense_bytes": state_bytes(statics[-1]),
-                  "timing": {"statistic": "median", "how": "each width interleaved with its dense deployed network",
-                             "repeats": repeats, "warmup": warmup, "per_width": timing},
-                  "max_abs_diff_vs_dense": diffs,
-                  "macs": [s.description["macs"] for s in statics],
-                  "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}}
-        (tmp / "report.json").write_text(json.dumps(report, indent=2))
-        _replace_dir(tmp, run / "deploy" / "slimmable")
+        report = SlimmableReport(
+            widths=names, latency_ms_batch1=slim.latency_ms, threads=threads or torch.get_num_threads(),
+            mode=timed.mode, memory_limit=timed.memory_limit, memory_bytes=timed.memory_bytes(),
+            derived_widths=[names[i] for i in timed.derived_widths],
+            memory_bytes_after_drop_stored=_dropped_memory(slim),
+            largest_dense_bytes=state_bytes(statics[-1]),
+            timing={"statistic": "median", "how": "each width interleaved with its dense deployed network",
+                    "repeats": repeats, "warmup": warmup, "per_width": timing},
+            max_abs_diff_vs_dense=diffs,
+            macs=[s.description["macs"] for s in statics],
+            files={p.name: p.stat().st_size for p in sorted(tmp.iterdir())})
+        report.write(tmp / "report.json")
+        _replace_dir(tmp, paths.slimmable_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return run / "deploy" / "slimmable" / "slimmable.safetensors"
+    return paths.slimmable_dir / "slimmable.safetensors"

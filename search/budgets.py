@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ofa import Arch, OFAError
 from ofa.latency import PRECISIONS, check_precision, table_key
+from ofa.rundir import RunDir
 
 KINDS = ("macs", "params", "latency_ms")
 _SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -232,8 +233,8 @@ def load_latency_tables(budgets: Sequence[Budget], run_dir: str | Path | None,
 def _known_tables(run_dir: str | Path | None, luts: Mapping[str, str] | None) -> dict[str, str]:
     """DEVICE -> latency table path: ``luts`` first, then RUN/latency/DEVICE.json."""
     found = dict(luts or {})
-    if run_dir is not None and (Path(run_dir) / "latency").is_dir():
-        for p in sorted((Path(run_dir) / "latency").glob("*.json")):
+    if run_dir is not None and RunDir(run_dir).latency.is_dir():
+        for p in sorted(RunDir(run_dir).latency.glob("*.json")):
             found.setdefault(p.stem, str(p))
     return found
 

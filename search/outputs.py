@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ofa
 from ofa.io import atomic_write
+from ofa.rundir import RunDir, SearchReport, SelectedDevice, Selection
 
 from .budgets import CostModel
 from .selection import merge
@@ -33,7 +33,7 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
 
 
-def write_outputs(cfg: SearchConfig, out: Path, net, costs: CostModel, choices: list[Choice], predictor, rows,
+def write_outputs(cfg: SearchConfig, run: RunDir, net, costs: CostModel, choices: list[Choice], predictor, rows,
                   front, log_rows) -> None:
     """RUN/search/: selected.json (merged with an earlier search's other devices), pareto.csv, search_log.csv,
     report.json and pareto.png; then the summary table."""
@@ -41,20 +41,19 @@ def write_outputs(cfg: SearchConfig, out: Path, net, costs: CostModel, choices: 
     for c in choices:
         macs, params = net.costs(c.arch)
         latency = costs.cost(c.arch, "latency_ms", c.budget.latency_key) if c.budget.latency_device else None
-        devices[c.budget.name] = {"budget": c.budget.to_dict(), "arch": c.arch.to_dict(), "macs": macs,
-                                  "params": params, "latency_ms": latency,
-                                  "predicted": {"metric": cfg.metric, "value": c.predicted},
-                                  "measured": _measured(c.measured), "latency_measured": c.latency}
-    selected = {"supernet": "supernet.safetensors", "nested": bool(cfg.nested),
-                "order": [c.budget.name for c in choices], "devices": devices}
-    selected = merge(out / "selected.json", selected, cfg.replace)
-    atomic_write(out / "selected.json", lambda tmp: Path(tmp).write_text(json.dumps(selected, indent=2)))
-    _write_csv(out / "pareto.csv", front, ["cost_kind", "cost", "macs", "params", "predicted", "key", "arch"])
-    _write_csv(out / "search_log.csv", log_rows, ["search", "generation", "trials", "best_predicted"])
+        devices[c.budget.name] = SelectedDevice(
+            budget=c.budget.to_dict(), arch=c.arch.to_dict(), macs=macs, params=params, latency_ms=latency,
+            predicted={"metric": cfg.metric, "value": c.predicted}, measured=_measured(c.measured),
+            latency_measured=c.latency)
+    selection = Selection(supernet=run.supernet.name, nested=bool(cfg.nested),
+                          order=[c.budget.name for c in choices], devices=devices)
+    merge(run.selection, selection, cfg.replace).write(run.selection)
+    _write_csv(run.pareto_csv, front, ["cost_kind", "cost", "macs", "params", "predicted", "key", "arch"])
+    _write_csv(run.search_log, log_rows, ["search", "generation", "trials", "best_predicted"])
     size = cfg.search_size()
-    report = {"predictor": {"family": predictor.family, "metric": predictor.metric, **predictor.held_out},
-              "table_size": len(rows), "mode": cfg.mode, "effort": cfg.effort, "generations": size.generations,
-              "population": size.population, "devices": []}
+    report = SearchReport(predictor={"family": predictor.family, "metric": predictor.metric, **predictor.held_out},
+                          table_size=len(rows), mode=cfg.mode, effort=cfg.effort, generations=size.generations,
+                          population=size.population, devices=[])
     for c in choices:
         entry = {"device": c.budget.name, "budget": c.budget.describe(), "seconds": c.seconds,
                  "predicted": c.predicted, "measured": _measured(c.measured), "latency": c.latency}
@@ -65,11 +64,11 @@ def write_outputs(cfg: SearchConfig, out: Path, net, costs: CostModel, choices: 
                 c.predicted)
             if c.measured is not None and c.independent_measured is not None:
                 entry["nesting_cost_test_top1"] = c.independent_measured.top1 - c.measured.top1
-        report["devices"].append(entry)
-    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+        report.devices.append(entry)
+    report.write(run.search_report)
     from .plot import plot_pareto
 
-    plot_pareto(out / "pareto.png", rows, front, choices, cfg.metric, net)
+    plot_pareto(run.pareto_png, rows, front, choices, cfg.metric, net)
     _print_summary(cfg, choices, net)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 import ofa
 from ofa import Arch, OFAError
+from ofa.rundir import RunDir
 
 from .budgets import Budget, CostModel, load_latency_tables
 from .config import SearchConfig
@@ -67,9 +68,9 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     run = Path(cfg.run_dir)
     if not run.is_dir():
         raise OFAError(f"run directory {run} does not exist; train one with `ofa train --out {run}`")
-    out = run / "search"
+    paths = RunDir(run)
     if net is None:
-        net = ofa.load(run / "supernet.safetensors")
+        net = ofa.load(paths.supernet)
     if not cfg.measure_only and not cfg.budgets:
         raise OFAError("no budget given: pass --budget macs=40M (or params=0.3M, latency_ms=5@DEVICE) or "
                        "--devices devices.yaml")
@@ -77,7 +78,7 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     if len(set(names)) != len(names):
         raise OFAError(f"device names must be unique, got {names}")
     if not cfg.measure_only:
-        check_merge(out / "selected.json", names, cfg.nested, cfg.replace)
+        check_merge(paths.selection, names, cfg.nested, cfg.replace)
     storage = cfg.storage or default_storage(run)
     check_workers(cfg.workers, storage)
     measure_device(cfg.measure_device)
@@ -91,14 +92,14 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     _say(cfg, f"accuracy table: {cfg.table_size} subnets on {storage} ({cfg.workers} worker(s))")
     measure_with_workers(cfg, net, data, storage)
     rows = read_table(storage)
-    write_table_csv(rows, out / "accuracy_table.csv")
-    _say(cfg, f"wrote {out / 'accuracy_table.csv'} ({len(rows)} measured subnets)")
+    write_table_csv(rows, paths.accuracy_table)
+    _say(cfg, f"wrote {paths.accuracy_table} ({len(rows)} measured subnets)")
     if cfg.measure_only:
         return rows
 
     archs = [net.space.arch_from_json(r["arch"]) for r in rows]
     genes = GeneSpace(net.space)
-    predictor = _fit(cfg, genes, archs, rows, out)
+    predictor = _fit(cfg, genes, archs, rows, paths.predictor)
 
     # one cache for every budget: a sweep over many budgets scores each distinct arch once
     score = SharedScores(lambda batch: np.array([predictor.better(v) for v in predictor.predict(batch)]))
@@ -139,8 +140,8 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
             print(f"WARNING: {name} is at chance level; written anyway (--force)", file=sys.stderr)
     front = _fronts(cfg, pool, costs, predictor)
     record_search(open_storage(storage, None, None), genes, costs, choices, front, predictor, cfg.metric)
-    write_outputs(cfg, out, net, costs, choices, predictor, rows, front, log_rows)
-    return SearchOutcome(choices, predictor, rows, out)
+    write_outputs(cfg, paths, net, costs, choices, predictor, rows, front, log_rows)
+    return SearchOutcome(choices, predictor, rows, paths.search)
 
 
 def _rerank(cfg: SearchConfig, net, data, top: list[Evaluated], predictor
@@ -156,7 +157,7 @@ def _rerank(cfg: SearchConfig, net, data, top: list[Evaluated], predictor
     return best, measured
 
 
-def _fit(cfg: SearchConfig, genes: GeneSpace, archs, rows, out: Path) -> Predictor:
+def _fit(cfg: SearchConfig, genes: GeneSpace, archs, rows, path: Path) -> Predictor:
     targets = [r[cfg.metric] for r in rows]
     predictor = fit_predictor(genes, archs, targets, family=cfg.predictor, metric=cfg.metric, seed=cfg.seed,
                               epochs=cfg.predictor_epochs)
@@ -174,7 +175,7 @@ def _fit(cfg: SearchConfig, genes: GeneSpace, archs, rows, out: Path) -> Predict
             _say(cfg, f"predictor {family}: RMSE {o['rmse']:.4f} Spearman {o['spearman']:.3f} "
                       f"Kendall tau {o['kendall_tau']:.3f}")
     predictor.held_out = dict(h, comparison=comparison)
-    predictor.save(out / "predictor.safetensors")
+    predictor.save(path)
     return predictor
 
 

@@ -5,23 +5,17 @@ decision over all its devices, so it is never merged: replacing or dropping devi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ofa.errors import OFAError
+from ofa.rundir import Selection
+
+HINT = "delete it or search with --replace"
 
 
-def read_selection(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        selection = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise OFAError(f"{path} is not valid JSON; delete it or search with --replace") from None
-    if not isinstance(selection, dict) or not isinstance(selection.get("devices"), dict):
-        raise OFAError(f"{path} has no `devices` mapping; delete it or search with --replace")
-    return selection
+def read_selection(path: Path) -> Selection | None:
+    return Selection.read(path, hint=HINT) if path.is_file() else None
 
 
 def check_merge(path: Path, names: list[str], nested: bool, replace: bool) -> None:
@@ -29,21 +23,16 @@ def check_merge(path: Path, names: list[str], nested: bool, replace: bool) -> No
     old = read_selection(path) if not replace else None
     if old is None:
         return
-    dropped = [name for name in old.get("order", list(old["devices"])) if name not in names]
-    if dropped and (nested or old.get("nested")):
+    dropped = [name for name in old.ordered() if name not in names]
+    if dropped and (nested or old.nested):
         raise OFAError(f"{path} holds the devices {dropped} from an earlier "
-                       f"{'nested ' if old.get('nested') else ''}search, and a nested chain cannot be merged "
+                       f"{'nested ' if old.nested else ''}search, and a nested chain cannot be merged "
                        f"with other devices: search them together, or pass --replace to drop them")
 
 
-def merge(path: Path, selection: dict[str, Any], replace: bool) -> dict[str, Any]:
+def merge(path: Path, selection: Selection, replace: bool) -> Selection:
     """``selection`` with the earlier selection's other devices kept (after them, in their order)."""
-    old = read_selection(path) if not replace else None
-    if old is None or selection["nested"] or old.get("nested"):
-        return selection  # check_merge made sure nothing is dropped here
-    kept = [name for name in old.get("order", list(old["devices"])) if name not in selection["devices"]]
-    return dict(selection, order=selection["order"] + kept,
-                devices={**selection["devices"], **{name: old["devices"][name] for name in kept}})
+    return selection.merge(read_selection(path) if not replace else None)  # check_merge: nothing dropped here
 
 
 def refuse_chance_level(measured: dict[str, Any], num_classes: int, force: bool) -> list[str]:

@@ -44,6 +44,7 @@ from optuna.trial import TrialState
 import ofa
 from ofa import Arch, OFAError
 from ofa.io import atomic_write
+from ofa.rundir import RunDir
 
 STUDY_NAME = "accuracy_table"
 COLUMNS = ("key", "arch", "resolution", "macs", "params", "top1", "loss", "ci_low", "ci_high", "n")
@@ -86,7 +87,7 @@ def plan_archs(net, count: int, seed: int = 0, pool_factor: int = 20, bins: int 
 
 # -- storages -------------------------------------------------------------------------------------------------------
 def default_storage(run_dir: str | Path) -> str:
-    return f"sqlite:///{Path(run_dir).resolve() / 'search' / 'study.db'}"
+    return f"sqlite:///{RunDir(Path(run_dir).resolve()).study_db}"
 
 
 def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 60):

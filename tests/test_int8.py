@@ -116,7 +116,9 @@ def test_bad_precision_and_missing_export_extra_fail_before_any_work(run, tmp_pa
 
 def test_deploy_int8_flag_covers_every_device():
     from deploy.run import device_precisions
+    from ofa.rundir import Selection
 
-    selected = {"devices": {"a": {"budget": {"macs": 1}}, "b": {"budget": {"precision": "int8"}}, "c": {}}}
+    selected = Selection.from_dict(
+        {"devices": {"a": {"budget": {"macs": 1}}, "b": {"budget": {"precision": "int8"}}, "c": {}}})
     assert device_precisions(selected, ["a", "b", "c"], int8=False) == {"a": "float32", "b": "int8", "c": "float32"}
     assert set(device_precisions(selected, ["a", "b", "c"], int8=True).values()) == {"int8"}

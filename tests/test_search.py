@@ -274,6 +274,7 @@ def test_archs_bred_from_index_rows_encode_as_any_arch(net):
 
 
 def test_a_new_search_keeps_the_other_devices_and_refuses_to_break_a_nested_chain(tmp_path):
+    from ofa.rundir import Selection
     from search.selection import check_merge, merge
 
     path = tmp_path / "selected.json"
@@ -283,10 +284,10 @@ def test_a_new_search_keeps_the_other_devices_and_refuses_to_break_a_nested_chai
     check_merge(path, ["board", "server"], nested=False, replace=False)
     second = {"supernet": "supernet.safetensors", "nested": False, "order": ["board", "server"],
               "devices": {"board": {"macs": 2}, "server": {"macs": 9}}}
-    merged = merge(path, second, replace=False)
+    merged = merge(path, Selection.from_dict(second), replace=False).to_dict()
     assert merged["order"] == ["board", "server", "phone"]
     assert merged["devices"] == {"board": {"macs": 2}, "server": {"macs": 9}, "phone": {"macs": 5}}
-    assert merge(path, second, replace=True) == second
+    assert merge(path, Selection.from_dict(second), replace=True).to_dict() == second
     with pytest.raises(OFAError, match=r"\['phone'\].*--replace"):  # a nested chain is one decision
         check_merge(path, ["board", "server"], nested=True, replace=False)
     check_merge(path, ["board", "server"], nested=True, replace=True)

@@ -15,12 +15,13 @@ import torch
 
 from ofa.errors import OFAError
 from ofa.io import atomic_write
+from ofa.rundir import RunDir
 
 PATTERN = re.compile(r"^step(\d{9})\.pt$")
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return RunDir(run_dir).checkpoints
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:

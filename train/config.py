@@ -23,6 +23,7 @@ from ofa.configs import resolve
 from ofa.data import check_dataset_spec
 from ofa.errors import OFAError
 from ofa.io import atomic_write, read_yaml
+from ofa.rundir import RunDir
 from ofa.sorting import CRITERIA
 from ofa.space import SearchSpace
 
@@ -289,9 +290,9 @@ def run_config(config: TrainConfig | dict[str, Any] | str | os.PathLike | None, 
         run_dir = Path(resume)
         if config is not None:
             raise OFAError("--resume continues a run with its own config.yaml; do not pass --config as well")
-        if not (run_dir / "config.yaml").is_file():
+        if not RunDir(run_dir).config.is_file():
             raise OFAError(f"{run_dir} is not a run directory (no config.yaml); start a run with --config and --out")
-        raw = read_config(run_dir / "config.yaml")
+        raw = read_config(RunDir(run_dir).config)
         if "timm" in raw:
             raw.pop("supernet", None)  # recorded for readers; the run is rebuilt from its timm entry
     else:
@@ -302,7 +303,7 @@ def run_config(config: TrainConfig | dict[str, Any] | str | os.PathLike | None, 
         else:
             raw = copy.deepcopy(config) if isinstance(config, dict) else read_config(config)
         run_dir = Path(out)
-        if (run_dir / "config.yaml").exists() or (run_dir / "checkpoints").exists():
+        if RunDir(run_dir).config.exists() or RunDir(run_dir).checkpoints.exists():
             raise OFAError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
                            "another --out")
     if overrides:
@@ -377,4 +378,4 @@ def write_config(run_dir: Path, config: TrainConfig | dict[str, Any], net: Any) 
         record["supernet"] = {"name": net.name, "num_classes": net.num_classes, "in_chans": net.in_chans,
                               "from_timm": record["timm"]["name"]}
     text = yaml.safe_dump(record, sort_keys=False)
-    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
+    atomic_write(RunDir(run_dir).config, lambda tmp: Path(tmp).write_text(text))

@@ -28,6 +28,7 @@ from ofa.data import load_data
 from ofa.data.sources import UNREADABLE, check_images
 from ofa.errors import OFAError
 from ofa.io import atomic_write
+from ofa.rundir import RunDir
 from ofa.sorting import check_criterion
 from ofa.timing import default_threads, num_threads
 
@@ -88,7 +89,7 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise OFAError(f"the training split ({self.data.split_sizes['train']} images) is smaller than one "
                            f"global batch ({config.batch_size} x {self.world} processes); lower batch_size")
-        self.metrics = MetricsLog(run_dir / "metrics.csv", enabled=self.main)
+        self.metrics = MetricsLog(RunDir(run_dir).metrics, enabled=self.main)
         self.teacher: nn.Module | None = None
         self.sorted_phases: list[int] = []
         self.pos = Position()
@@ -338,7 +339,7 @@ class Trainer:
         # does, so the saved supernet's largest arch runs as it was measured (same images on every process).
         ofa.calibrate_bn(self.net, calib_loader(self.data, largest.resolution, self.config.eval))
         self.net.data_config = copy.deepcopy(self.data.data_config)
-        weights = self.run_dir / "supernet.safetensors"
+        weights = RunDir(self.run_dir).supernet
         if self.main:
             ofa.save(self.net, weights)
         params_hash = state_hash(self.net, params_only=True)
@@ -353,7 +354,7 @@ class Trainer:
             log = {"rank": self.rank, "world_size": self.world, "final_weights_sha256": state_hash(self.net),
                    "final_parameters_sha256": params_hash,
                    "subnets": self.subnet_log}
-            path = self.run_dir / "logs" / f"rank{self.rank}.json"
+            path = RunDir(self.run_dir).rank_log(self.rank)
             atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(log)))
         acc.wait_for_everyone()
         acc.end_training()
@@ -382,6 +383,6 @@ def train(config: TrainConfig | dict[str, Any] | str | os.PathLike | None = None
             return trainer.run()
         except KeyboardInterrupt:
             if trainer.main:
-                print(f"interrupted; the last checkpoint is in {run_dir / 'checkpoints'}: continue with "
+                print(f"interrupted; the last checkpoint is in {RunDir(run_dir).checkpoints}: continue with "
                       f"`ofa train --resume {run_dir}`", file=sys.stderr)
             raise
