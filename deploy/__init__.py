@@ -13,7 +13,8 @@ _EXPORTS = {
     "export_onnx": "export", "verify_onnx": "export", "export_program": "export",
     "SlimmableNet": "slimmable", "LatencyController": "slimmable",
     "profile": "profile", "ProfileSettings": "profile",
-    "deploy_run": "run", "DeployResult": "run", "write_report": "report",
+    "deploy": "run", "deploy_run": "run", "DeployConfig": "config", "DeployResult": "run",
+    "write_report": "report",
     "QuantSettings": "quantize", "quantize_onnx": "quantize", "int8_report": "quantize",
 }
 __all__ = sorted(_EXPORTS)

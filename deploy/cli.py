@@ -53,13 +53,14 @@ def add_profile_arguments(profile: argparse.ArgumentParser) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from .config import DeployConfig
     from .report import int8_line
-    from .run import deploy_run
+    from .run import deploy
 
-    result = deploy_run(args.run, devices=args.device or None, slimmable=args.slimmable,
-                        latency_table=args.latency_table, calib_batches=args.calib_batches, repeats=args.repeats,
-                        threads=args.threads, progress=not args.quiet, int8=args.int8,
-                        int8_tolerance_pp=args.int8_tolerance, force=args.force)
+    result = deploy(DeployConfig(args.run, devices=args.device or None, slimmable=args.slimmable,
+                                 latency_table=args.latency_table, calib_batches=args.calib_batches,
+                                 repeats=args.repeats, threads=args.threads, progress=not args.quiet,
+                                 int8=args.int8, int8_tolerance_pp=args.int8_tolerance, force=args.force))
     for device, r in result.devices.items():
         m = r.measured
         predicted = r.latency_predicted_ms

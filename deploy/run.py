@@ -34,6 +34,7 @@ from ofa.latency import LatencyTable, check_precision
 from ofa.rundir import DeployReport, RunDir, SelectedDevice, Selection, SlimmableReport
 from ofa.timing import measure_latency_checked, num_threads, time_pair
 
+from .config import DeployConfig
 from .export import export_onnx, export_program, require_export_packages, verify_onnx, verify_program
 from .report import write_report
 from .slimmable import SlimmableNet, check_nested, state_bytes
@@ -112,24 +113,23 @@ def _load_data(run: Path, data):
     return load_run_data(run)
 
 
-def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmable: bool = False,
-               latency_table: str | os.PathLike | None = None, data=None, calib_batches: int = 32,
-               batch_size: int = 64, repeats: int = 30, warmup: int = 5, threads: int | None = None,
-               progress: bool = True, int8: bool = False, int8_tolerance_pp: float = 1.0,
-               force: bool = False) -> DeployResult:
-    """Deploy the subnets ``RUN/search/selected.json`` chose (all devices, or ``devices``); with ``int8`` every
-    device also gets an int8 model (devices whose budget says ``precision: int8`` get one anyway). An int8 drop
-    in test top-1 whose 95% interval lies above ``int8_tolerance_pp`` is flagged in the reports. A subnet at chance
-    level on test is refused unless ``force``."""
-    run = Path(run)
-    if not (isinstance(int8_tolerance_pp, (int, float)) and int8_tolerance_pp >= 0):
-        raise OFAError(f"the int8 tolerance must be a number of percentage points >= 0, got {int8_tolerance_pp!r}")
+def deploy_run(run: str | os.PathLike, data=None, **options: Any) -> DeployResult:
+    """:func:`deploy` with the :class:`DeployConfig` given as keyword arguments (``devices=["phone"]``, ...)."""
+    return deploy(DeployConfig(run, **options), data)
+
+
+def deploy(cfg: DeployConfig, data=None) -> DeployResult:
+    """Deploy the subnets ``RUN/search/selected.json`` chose (all devices, or ``cfg.devices``); with ``cfg.int8``
+    every device also gets an int8 model (devices whose budget says ``precision: int8`` get one anyway). An int8
+    drop in test top-1 whose 95% interval lies above ``cfg.int8_tolerance_pp`` is flagged in the reports. A
+    subnet at chance level on test is refused unless ``cfg.force``. ``data``: the run's dataset by default."""
+    run = cfg.run
     from .quantize import require_int8_packages
 
-    require_int8_packages() if int8 else require_export_packages()
+    require_int8_packages() if cfg.int8 else require_export_packages()
     selected = read_selected(run)
-    names = _device_order(selected, devices)
-    precisions = device_precisions(selected, names, int8)
+    names = _device_order(selected, cfg.devices)
+    precisions = device_precisions(selected, names, cfg.int8)
     if "int8" in precisions.values():
         require_int8_packages()
     supernet_path = run / selected.supernet
@@ -141,7 +141,7 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
         except ofa.ArchError as e:
             raise OFAError(f"{RunDir(run).selection}: device {d!r}: {e} (was it searched with another "
                            "supernet?)") from None
-    if slimmable:  # refuse non-nested subnets before any work is done
+    if cfg.slimmable:  # refuse non-nested subnets before any work is done
         try:
             check_nested([net.static_description(archs[d]) for d in names], names)
         except OFAError as e:
@@ -150,23 +150,24 @@ def deploy_run(run: str | os.PathLike, devices: list[str] | None = None, slimmab
     data = _load_data(run, data)
     result = DeployResult(run)
     statics = []
-    for device in tqdm(names, desc="deploying", disable=not progress):
+    for device in tqdm(names, desc="deploying", disable=not cfg.progress):
         entry = selected.devices[device]
         arch = archs[device]
-        calib = data.eval_loader("calib", arch.resolution, batch_size=batch_size)
-        static = net.extract(arch, calib_batches=calib, num_batches=calib_batches).eval()
+        calib = data.eval_loader("calib", arch.resolution, batch_size=cfg.batch_size)
+        static = net.extract(arch, calib_batches=calib, num_batches=cfg.calib_batches).eval()
         static.description["data_config"] = dict(data.data_config, input_size=[net.in_chans, arch.resolution,
                                                                                  arch.resolution])
         if len(data.class_names) == net.num_classes:
             static.description["class_names"] = list(data.class_names)  # what each output means, for serving
         statics.append(static)
         int8_settings = None if precisions[device] != "int8" else dict(
-            calib_batches=calib_batches, batch_size=batch_size, tolerance_pp=int8_tolerance_pp)
-        report = _deploy_one(run, device, entry, static, data, latency_table, net, arch,
-                             dict(repeats=repeats, warmup=warmup, threads=threads), int8_settings, force)
+            calib_batches=cfg.calib_batches, batch_size=cfg.batch_size, tolerance_pp=cfg.int8_tolerance_pp)
+        report = _deploy_one(run, device, entry, static, data, cfg.latency_table, net, arch,
+                             dict(repeats=cfg.repeats, warmup=cfg.warmup, threads=cfg.threads), int8_settings,
+                             cfg.force)
         result.devices[device] = report
-    if slimmable:
-        result.slimmable = _deploy_slimmable(run, names, statics, repeats, warmup, threads)
+    if cfg.slimmable:
+        result.slimmable = _deploy_slimmable(run, names, statics, cfg.repeats, cfg.warmup, cfg.threads)
     result.report = write_report(run, order=selected.order)
     return result
 
