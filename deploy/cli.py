@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ofa.rundir import RunDir
-
 from ofa.cli.format import THREADS_HELP
+from ofa.rundir import RunDir
 
 
 def add_arguments(deploy: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import configs
 from ..errors import OFAError
+from ..rundir import DeployReport, RunDir, Selection
 from .format import THREADS_HELP
 from .modules import own_module
 
@@ -97,8 +98,8 @@ def demo_budgets(run: Path, supernet: str = "ofa_resnet_tiny") -> list:
     from ..latency import LatencyTable
 
     search_budgets = own_module("search.budgets")
-    net = load(run / "supernet.safetensors")
-    table = LatencyTable.load(run / "latency" / f"{DEVICE}.json")
+    net = load(RunDir(run).supernet)
+    table = LatencyTable.load(RunDir(run).latency_table(DEVICE))
     space = net.space
     # The latency budget sits 40% of the way from the smallest to the largest subnet's predicted latency here.
     low, high = table.predict(net, space.smallest()), table.predict(net, space.largest())
@@ -111,6 +112,7 @@ def demo_budgets(run: Path, supernet: str = "ofa_resnet_tiny") -> list:
 def cmd_demo(args: argparse.Namespace) -> int:
     mode = "quick" if args.quick else "default"
     out = Path(args.out)
+    run = RunDir(out)
     state = _state(out, mode, args.supernet)
     own_module("deploy.export").require_export_packages()  # before minutes of training, not after
     out.mkdir(parents=True, exist_ok=True)
@@ -133,12 +135,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def train_stage() -> None:
         trainer = own_module("train.trainer")
         checkpoints = own_module("train.checkpoint")
-        if (out / "config.yaml").is_file() and checkpoints.latest_checkpoint(out) is not None:
+        if run.config.is_file() and checkpoints.latest_checkpoint(out) is not None:
             # an interrupted demo continues where it stopped
             trainer.train(resume=out, progress=progress, overrides={"threads": args.threads})
             return
-        for stale in ("config.yaml", "metrics.csv"):  # written before the first checkpoint: start over
-            (out / stale).unlink(missing_ok=True)
+        for stale in (run.config, run.metrics):  # written before the first checkpoint: start over
+            stale.unlink(missing_ok=True)
         trainer.train(demo_config(args.quick, args.supernet), out, progress=progress,
                       overrides={"threads": args.threads})
 
@@ -146,8 +148,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         deploy_profile = own_module("deploy.profile")
         # The full table even with --quick: it takes seconds for the demo supernets, and a coarse one is too
         # noisy to budget against.
-        table = deploy_profile.profile(str(out / "supernet.safetensors"), device=DEVICE,
-                                       out=out / "latency" / f"{DEVICE}.json", progress=progress)
+        table = deploy_profile.profile(str(run.supernet), device=DEVICE, out=run.latency_table(DEVICE),
+                                       progress=progress)
         acc = table.meta["accuracy"]
         print(f"[demo] latency table: {len(table.units)} units, MAPE on {acc['eval_subnets']} random subnets "
               f"{acc['mape_sum_pct']:.1f}% summed, {acc['mape_corrected_pct']:.1f}% corrected")
@@ -164,7 +166,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def deploy_stage() -> None:
         deploy_run = own_module("deploy.run")
         result = deploy_run.deploy_run(out, slimmable=True, repeats=10 if args.quick else 30,
-                                       latency_table=out / "latency" / f"{DEVICE}.json",
+                                       latency_table=run.latency_table(DEVICE),
                                        calib_batches=8 if args.quick else 32, progress=progress)
         state["report"] = str(result.report)
 
@@ -173,32 +175,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stage("search", search_stage)
     stage("deploy", deploy_stage)
     print_table(out)
-    print(f"\n[demo] finished in {time.perf_counter() - started:.0f} s: {out / 'report.md'}, "
-          f"{out / 'search' / 'pareto.png'}, {out / 'deploy'}/DEVICE/model.onnx")
+    print(f"\n[demo] finished in {time.perf_counter() - started:.0f} s: {run.report}, "
+          f"{run.pareto_png}, {run.deploy}/DEVICE/model.onnx")
     return 0
 
 
 def print_table(out: Path) -> None:
     """The demo's closing table: each device's deployed costs, latency and test top-1 against the prediction."""
-    selected = json.loads((out / "search" / "selected.json").read_text())
+    run = RunDir(out)
+    selected = Selection.read(run.selection)
+    reports = {device: DeployReport.read(run.device_report(device)) for device in selected.order}
     header = (f"{'device':10s} {'MACs':>8s} {'params':>8s} {'latency':>9s} {'LUT':>8s} {'predicted':>10s} "
               f"{'measured top-1 (test) [95% CI]':>32s}")
     print("\n" + header + "\n" + "-" * len(header))
-    for device in selected["order"]:
-        report = json.loads((out / "deploy" / device / "report.json").read_text())
-        measured = report["top1"]["measured"]
-        predicted = selected["devices"][device]["predicted"]
-        lut = report.get("latency_predicted_ms")
-        print(f"{device:10s} {report['macs'] / 1e6:7.2f}M {report['params'] / 1e6:7.3f}M "
-              f"{report['latency']['batch1']['median_ms']:7.3f}ms {'' if lut is None else f'{lut:6.3f}ms':>8s} "
+    for device, report in reports.items():
+        measured = report.measured
+        predicted = selected.devices[device].predicted
+        lut = report.latency_predicted_ms
+        print(f"{device:10s} {report.macs / 1e6:7.2f}M {report.params / 1e6:7.3f}M "
+              f"{report.batch1['median_ms']:7.3f}ms {'' if lut is None else f'{lut:6.3f}ms':>8s} "
               f"{predicted['value']:9.2f}{'%' if predicted['metric'] == 'top1' else ''} "
               f"{measured['top1']:14.2f}% [{measured['ci_low']:.2f}, {measured['ci_high']:.2f}]")
-    for device in selected["order"]:
-        report = json.loads((out / "deploy" / device / "report.json").read_text())
-        if report.get("latency_budget_ms") is not None:
-            b1 = report["latency"]["batch1"]
-            print(f"{device}: latency budget {report['latency_budget_ms']:g} ms; deployed {b1['median_ms']:.3f} ms "
+    for device, report in reports.items():
+        if report.latency_budget_ms is not None:
+            b1 = report.batch1
+            print(f"{device}: latency budget {report.latency_budget_ms:g} ms; deployed {b1['median_ms']:.3f} ms "
                   f"(median [p10 {b1['p10_ms']:.3f}, p90 {b1['p90_ms']:.3f}], {b1['threads']} threads): "
-                  + ("within budget" if report["within_latency_budget"] else "OVER BUDGET"))
-        if report.get("int8"):
-            print(f"{device} int8: {own_module('deploy.report').int8_line(report['int8'])}")
+                  + ("within budget" if report.within_latency_budget else "OVER BUDGET"))
+        if report.int8:
+            print(f"{device} int8: {own_module('deploy.report').int8_line(report.int8)}")

@@ -22,6 +22,7 @@ from PIL import Image
 
 from ofa.errors import OFAError
 from ofa.io import read_yaml
+from ofa.rundir import RunDir
 
 from .dataset import Data, splits_from
 from .sources import ArraySource, DatasetSource, FileSource
@@ -95,7 +96,7 @@ def load_data(spec: str = "mnist5k", root: str | None = None, seed: int = 0, dow
 
 def load_run_data(run_dir: str | os.PathLike) -> Data:
     """The Data a run was trained on, from RUN/config.yaml's ``data:`` entry {spec, root, seed}."""
-    path = Path(run_dir) / "config.yaml"
+    path = RunDir(run_dir).config
     if not path.is_file():
         raise OFAError(f"{path} does not exist; expected a run directory written by `ofa train`")
     config = read_yaml(path) or {}

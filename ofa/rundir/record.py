@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import OFAError
-from ..io import atomic_write, read_json
 
 FORMAT = 1  # what this release writes and the newest it reads
 
@@ -103,6 +102,8 @@ class FileRecord(Record):
     @classmethod
     def read(cls: type[R], path: str | os.PathLike, hint: str = "it may be truncated or corrupt") -> R:
         """The record in the JSON file ``path``; a broken file is one clear line ending with ``hint``."""
+        from ..io import read_json  # imports torch: the command line reads records without it
+
         d = read_json(path, hint=hint)
         if isinstance(d, Mapping):
             check_format(d, str(path))  # its own advice (upgrade), not the hint
@@ -113,6 +114,8 @@ class FileRecord(Record):
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write the record as indented JSON, atomically (readers never see half a file)."""
+        from ..io import atomic_write
+
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=2)
         atomic_write(path, lambda tmp: Path(tmp).write_text(text))
