@@ -30,3 +30,10 @@ class DeployConfig:
         tolerance = self.int8_tolerance_pp
         if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
             raise OFAError(f"the int8 tolerance must be a number of percentage points >= 0, got {tolerance!r}")
+        for name, low in (("calib_batches", 1), ("batch_size", 1), ("repeats", 1), ("warmup", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise OFAError(f"deploy's {name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise OFAError(f"deploy's threads must be a positive integer, got {self.threads!r}")

@@ -158,3 +158,12 @@ def test_api_mistakes_raise_specific_one_line_errors(case, call, error):
 
 def test_the_sweep_covers_at_least_25_distinct_mistakes():
     assert len(CLI_CASES) + len(API_CASES) >= 25
+
+
+@pytest.mark.parametrize("option, value", [("calib_batches", 0), ("repeats", 0), ("warmup", -1), ("threads", 0),
+                                           ("int8_tolerance_pp", -1.0)])
+def test_deploy_config_refuses_bad_values_before_any_work(tmp_path, option, value):
+    from deploy.config import DeployConfig
+
+    with pytest.raises(ofa.OFAError, match="must be"):
+        DeployConfig(tmp_path, **{option: value})
