@@ -2,7 +2,9 @@
 
 For the tiny supernet of each family (``ofa_resnet_tiny``, ``ofa_mbv3_tiny``), on this machine:
 
-1. a latency table is profiled (``ofa profile``'s defaults: the median of each unit's runs);
+1. a latency table is profiled (``ofa profile``'s defaults), then re-anchored to the session's speed as ``ofa
+   search`` does on the table's host (``search.verify.recalibrate``: when reference subnets run more than 5% off
+   the table, predictions are rescaled);
 2. N latency budgets spread over the table's range (smallest to largest subnet's predicted latency) are searched
    as ``ofa search`` searches them: constrained NSGA-II at the default effort, here on a stand-in score (log MACs:
    the search pushes every pick to the edge of its budget, the table's hardest case), the top 5 candidates plus
@@ -43,7 +45,7 @@ from search.effort import EFFORTS  # noqa: E402
 from search.evolution import evolve  # noqa: E402
 from search.genes import GeneSpace  # noqa: E402
 from search.run import Choice  # noqa: E402
-from search.verify import check_latency, default_timer, latency_ladder, verify_choices  # noqa: E402
+from search.verify import check_latency, default_timer, latency_ladder, recalibrate, verify_choices  # noqa: E402
 
 FAMILIES = ("ofa_resnet_tiny", "ofa_mbv3_tiny")
 DEVICE = "here"
@@ -64,11 +66,13 @@ def mape(pairs: list[tuple[float, float]]) -> float:
 
 def bench_family(name: str, budgets: int, threads: int, seed: int) -> dict:
     net = ofa.create_supernet(name).eval()
-    table = profile(net, device=DEVICE, threads=threads, progress=False)
+    profiled = profile(net, device=DEVICE, threads=threads, progress=False)
+    timer = default_timer()
+    # as `ofa search` does on the table's host: re-anchor the table to this session's speed when it drifted
+    table = recalibrate({DEVICE: profiled}, net, timer, print)[DEVICE]
     costs = CostModel(net, {DEVICE: table})
     genes = GeneSpace(net.space)
     low, high = table.predict(net, net.space.smallest()), table.predict(net, net.space.largest())
-    timer = default_timer()
     effort = EFFORTS["default"]
     rows = []
     for i in range(budgets):
@@ -98,6 +102,7 @@ def bench_family(name: str, budgets: int, threads: int, seed: int) -> dict:
         decile.append((check.predicted_ms, check.median_ms))
     acc = table.meta["accuracy"]
     return {"supernet": name, "units": len(table.units), "table_range_ms": [low, high],
+            "session": table.meta.get("session"),
             "table_accuracy": {k: acc[k] for k in ("mape_pct", "mape_sum_pct", "mape_corrected_pct", "used")},
             "compliance_pct": 100.0 * sum(r["within"] for r in rows) / len(rows),
             "upper_bound_pass_pct": 100.0 * sum(r["passed_upper_bound"] for r in rows) / len(rows),

@@ -146,6 +146,16 @@ class LatencyTable:
             self._cache[cache_key] = cached
         return cached
 
+    def rescaled(self, ratio: float, session: Mapping[str, Any]) -> LatencyTable:
+        """This table with every prediction multiplied by ``ratio``: the machine now runs at ``ratio`` times the
+        speed it was profiled at (``session`` says how that was measured; kept in ``meta``)."""
+        c = self.correction
+        if c.get("kind") == "linear":
+            correction = {**c, "scale": c["scale"] * ratio, "offset_ms": c["offset_ms"] * ratio}
+        else:
+            correction = {"kind": "linear", "scale": ratio, "offset_ms": 0.0}
+        return LatencyTable(self.device, self.units, correction, {**self.meta, "session": dict(session)})
+
     # -- files ---------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "device": self.device, **self.meta, "correction": self.correction,

@@ -57,6 +57,9 @@ def write_outputs(cfg: SearchConfig, run: RunDir, net, costs: CostModel, choices
     for c in choices:
         entry = {"device": c.budget.name, "budget": c.budget.describe(), "seconds": c.seconds,
                  "predicted": c.predicted, "measured": _measured(c.measured), "latency": c.latency}
+        session = getattr(costs.tables.get(c.budget.latency_key), "meta", {}).get("session")
+        if session is not None:  # the table was re-anchored to this session's speed (search.verify.recalibrate)
+            entry["latency_session"] = session
         if c.independent is not None:
             entry["independent"] = {"arch": c.independent.to_dict(), "predicted": c.independent_predicted,
                                     "measured": _measured(c.independent_measured)}

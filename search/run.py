@@ -30,7 +30,7 @@ from .predictor import PREDICTORS, Predictor, fit_predictor
 from .record import record_search
 from .selection import check_merge, refuse_chance_level
 from .table import default_storage, measure_arch, open_storage, read_table, write_table_csv
-from .verify import default_timer, latency_ladder, verify_choices
+from .verify import default_timer, latency_ladder, recalibrate, verify_choices
 from .workers import check_workers, measure_device, measure_with_workers
 
 
@@ -82,7 +82,10 @@ def search(cfg: SearchConfig, net=None, data=None) -> SearchOutcome | list[dict]
     storage = cfg.storage or default_storage(run)
     check_workers(cfg.workers, storage)
     measure_device(cfg.measure_device)
-    costs = CostModel(net, load_latency_tables(cfg.budgets, run, cfg.luts))
+    tables = load_latency_tables(cfg.budgets, run, cfg.luts)
+    if cfg.latency_timer is None and not cfg.measure_only:  # a scripted timer (tests) is no clock to anchor to
+        tables = recalibrate(tables, net, default_timer(), lambda m: _say(cfg, m))
+    costs = CostModel(net, tables)
     costs.check_feasible(cfg.budgets)  # before any expensive work
     if data is None:
         from ofa.data import load_run_data

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import platform
+import random
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -84,6 +86,43 @@ def first_within_budget(net, candidates: Sequence[Arch], budget_ms: float, predi
         if checks[-1].passed:
             return checks[-1], checks
     return None, checks
+
+
+# A session check re-anchors a table made on this host when the host now runs its reference subnets this much
+# faster or slower than the table predicts (this VM's speed moves between two modes ~15% apart).
+SESSION_DRIFT = 0.05
+SESSION_REFERENCES = 7  # the smallest, the largest and 5 seeded random subnets
+
+
+def session_scale(net, table, threads: int, timer: Timer) -> dict:
+    """How fast this host runs now against ``table``: the median of measured / predicted over reference subnets
+    timed in deployed form (the statistic the table predicts), with the range of those ratios."""
+    rng = random.Random(0)
+    archs = [net.space.smallest(), net.space.largest()]
+    archs += [net.space.sample(rng) for _ in range(SESSION_REFERENCES - 2)]
+    ratios = [c.median_ms / c.predicted_ms for c in
+              (check_latency(net, a, math.inf, table.predict(net, a), threads, timer) for a in archs)]
+    return {"host": platform.node(), "references": len(archs), "threads": threads,
+            "measured_over_predicted": statistics.median(ratios), "range": [min(ratios), max(ratios)]}
+
+
+def recalibrate(tables: dict, net, timer: Timer, say: Callable[[str], None]) -> dict:
+    """The latency tables, each one made on this host (float32: the form searched and timed here) rescaled to
+    this session's speed when the host drifted more than SESSION_DRIFT since profiling. Tables of other hosts
+    and int8 tables are kept as they are: only the device itself can time those."""
+    out = {}
+    for key, table in tables.items():
+        if table.precision == "float32" and table.meta.get("host") == platform.node():
+            threads = int(table.meta.get("threads") or torch.get_num_threads())
+            session = session_scale(net, table, threads, timer)
+            ratio = session["measured_over_predicted"]
+            if abs(ratio - 1) > SESSION_DRIFT:
+                say(f"latency table {key!r}: this host now runs its reference subnets at {ratio:.2f}x the "
+                    "table's prediction (the machine's speed drifted since profiling); predictions rescaled for "
+                    "this search")
+                table = table.rescaled(ratio, session)
+        out[key] = table
+    return out
 
 
 LADDER = (0.95, 0.9, 0.85, 0.8, 0.7)  # fractions of a latency budget the fallbacks are predicted at

@@ -273,3 +273,26 @@ def test_latency_choice_over_budget_in_deployed_form_takes_the_next_candidate(ru
     choice = search(cfg).choices[0]
     assert choice.latency["verified"] and not choice.latency["passed"]
     assert choice.latency["median_ms"] == min(c["median_ms"] for c in choice.latency["checks"])
+
+
+def test_a_table_of_this_host_is_reanchored_to_the_sessions_speed(run):
+    import platform
+
+    from ofa.latency import LatencyTable, distinct_units
+    from search.verify import SESSION_REFERENCES, recalibrate
+
+    net = ofa.load(run / "supernet.safetensors")
+    here = LatencyTable("here", {k: 0.01 for k in distinct_units(net)}, meta={"host": platform.node(), "threads": 1})
+    elsewhere = LatencyTable("board", here.units, meta={"host": "a-board", "threads": 1})
+    arch, said = net.space.sample(3), []
+
+    def timer_at(speed):  # no real timing: every deployed subnet runs `speed` times its prediction
+        return lambda model, x: [here.predict(model) * speed] * 9
+
+    tables = recalibrate({"here": here, "board": elsewhere}, net, timer_at(1.3), said.append)
+    assert tables["here"].predict(net, arch) == pytest.approx(1.3 * here.predict(net, arch))
+    assert tables["here"].meta["session"]["measured_over_predicted"] == pytest.approx(1.3)
+    assert tables["here"].meta["session"]["references"] == SESSION_REFERENCES and "1.30x" in said[0]
+    assert tables["board"] is elsewhere  # another host's table: only that device can time it
+    calm = recalibrate({"here": here}, net, timer_at(1.03), said.append)  # within the drift tolerance: as it is
+    assert calm["here"] is here and len(said) == 1
