@@ -292,7 +292,9 @@ def test_a_table_of_this_host_is_reanchored_to_the_sessions_speed(run):
     tables = recalibrate({"here": here, "board": elsewhere}, net, timer_at(1.3), said.append)
     assert tables["here"].predict(net, arch) == pytest.approx(1.3 * here.predict(net, arch))
     assert tables["here"].meta["session"]["measured_over_predicted"] == pytest.approx(1.3)
-    assert tables["here"].meta["session"]["references"] == SESSION_REFERENCES and "1.30x" in said[0]
+    assert tables["here"].meta["session"]["references"] == SESSION_REFERENCES and "1.30x slower" in said[0]
     assert tables["board"] is elsewhere  # another host's table: only that device can time it
     calm = recalibrate({"here": here}, net, timer_at(1.03), said.append)  # within the drift tolerance: as it is
     assert calm["here"] is here and len(said) == 1
+    fast = recalibrate({"here": here}, net, timer_at(0.7), said.append)  # faster now: the table stays cautious
+    assert fast["here"] is here and len(said) == 1
