@@ -86,15 +86,20 @@ def verify_onnx(path: str | os.PathLike, reference: nn.Module, batches: tuple[in
     name = session.get_inputs()[0].name
     generator = torch.Generator().manual_seed(seed)
     c, h, w = reference.description["data_config"]["input_size"]
-    diff = 0.0
+    diff, scale = 0.0, 0.0
     reference.eval()
     with torch.inference_mode():
         for b in batches:
             x = torch.randn(b, c, h, w, generator=generator)
-            ours = session.run(None, {name: x.numpy()})[0]
-            diff = max(diff, float((torch.from_numpy(ours) - reference(x)).abs().max()))
+            ours, theirs = session.run(None, {name: x.numpy()})[0], reference(x)
+            diff = max(diff, float((torch.from_numpy(ours) - theirs).abs().max()))
+            scale = max(scale, float(theirs.abs().max()))
+    # float32 rounding grows with the outputs' size (onnxruntime fuses and reorders differently): the tolerance is
+    # relative to the largest output once outputs exceed 1
+    allowed = tolerance * max(1.0, scale)
     return {"runtime": f"onnxruntime {ort.__version__}", "opset": opset, "batches": list(batches),
-            "max_abs_diff": diff, "tolerance": tolerance, "passed": diff <= tolerance}
+            "max_abs_diff": diff, "output_scale": scale, "tolerance": tolerance, "allowed_diff": allowed,
+            "passed": diff <= allowed}
 
 
 def export_program(model: nn.Module, path: str | os.PathLike) -> Path:

@@ -239,7 +239,8 @@ def _deploy_one(run: Path, device: str, entry: SelectedDevice, static, data, lat
         )
         if not onnx_check["passed"]:
             raise OFAError(f"{device}: the ONNX file differs from PyTorch by {onnx_check['max_abs_diff']:.2e} "
-                           f"(> {onnx_check['tolerance']}); not deployed")
+                           f"(> {onnx_check['allowed_diff']:.2e}: {onnx_check['tolerance']} times the largest "
+                           f"output, at least 1); not deployed")
         report.write(tmp / "report.json")
         report.files["report.json"] = (tmp / "report.json").stat().st_size
         _replace_dir(tmp, paths.device_dir(device))

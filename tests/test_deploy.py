@@ -250,3 +250,23 @@ def test_errors_corrupt_or_truncated_weights(deployed, tmp_path, capsys):
         deploy.load(artifact)
     with pytest.raises(ofa.WeightsError, match="no deployed network"):
         deploy.load(tmp_path)
+
+
+def test_onnx_check_tolerance_follows_the_size_of_the_outputs(tmp_path):
+    """float32 rounding grows with the logits: a network with large outputs is not refused for it, while a file
+    that computes something else still is."""
+    pytest.importorskip("onnxruntime")
+    from deploy.export import export_onnx, verify_onnx
+
+    torch.manual_seed(0)
+    net = ofa.create_supernet("ofa_resnet_tiny").eval()
+    dense = net.extract(net.space.smallest()).eval()
+    with torch.no_grad():
+        dense.fc.weight.mul_(1e4)
+    path = export_onnx(dense, tmp_path / "model.onnx")
+    check = verify_onnx(path, dense)
+    assert check["output_scale"] > 100 and check["allowed_diff"] == pytest.approx(1e-4 * check["output_scale"])
+    assert check["passed"], check
+    with torch.no_grad():
+        dense.fc.bias.add_(0.05 * check["output_scale"])  # the file no longer computes this network
+    assert not verify_onnx(path, dense)["passed"]
