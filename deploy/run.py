@@ -241,8 +241,8 @@ def _deploy_one(run: Path, device: str, entry: SelectedDevice, static, data, lat
             raise OFAError(f"{device}: the ONNX file differs from PyTorch by {onnx_check['max_abs_diff']:.2e} "
                            f"(> {onnx_check['allowed_diff']:.2e}: {onnx_check['tolerance']} times the largest "
                            f"output, at least 1); not deployed")
-        report.write(tmp / "report.json")
-        report.files["report.json"] = (tmp / "report.json").stat().st_size
+        report.write(tmp / DeployReport.FILE)
+        report.files[DeployReport.FILE] = (tmp / DeployReport.FILE).stat().st_size
         _replace_dir(tmp, paths.device_dir(device))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -303,7 +303,7 @@ def _deploy_slimmable(run: Path, names: list[str], statics: list, repeats: int, 
             max_abs_diff_vs_dense=diffs,
             macs=[s.description["macs"] for s in statics],
             files={p.name: p.stat().st_size for p in sorted(tmp.iterdir())})
-        report.write(tmp / "report.json")
+        report.write(tmp / SlimmableReport.FILE)
         _replace_dir(tmp, paths.slimmable_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

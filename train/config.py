@@ -288,11 +288,12 @@ def run_config(config: TrainConfig | dict[str, Any] | str | os.PathLike | None, 
     directory with the given config, or a run to resume with its own config.yaml."""
     if resume is not None:
         run_dir = Path(resume)
+        paths = RunDir(run_dir)
         if config is not None:
             raise OFAError("--resume continues a run with its own config.yaml; do not pass --config as well")
-        if not RunDir(run_dir).config.is_file():
+        if not paths.config.is_file():
             raise OFAError(f"{run_dir} is not a run directory (no config.yaml); start a run with --config and --out")
-        raw = read_config(RunDir(run_dir).config)
+        raw = read_config(paths.config)
         if "timm" in raw:
             raw.pop("supernet", None)  # recorded for readers; the run is rebuilt from its timm entry
     else:
@@ -303,7 +304,8 @@ def run_config(config: TrainConfig | dict[str, Any] | str | os.PathLike | None, 
         else:
             raw = copy.deepcopy(config) if isinstance(config, dict) else read_config(config)
         run_dir = Path(out)
-        if RunDir(run_dir).config.exists() or RunDir(run_dir).checkpoints.exists():
+        paths = RunDir(run_dir)
+        if paths.config.exists() or paths.checkpoints.exists():
             raise OFAError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
                            "another --out")
     if overrides:
